@@ -1,0 +1,1 @@
+"""TaskQL: a GraphQL API server for team task management."""

@@ -1,0 +1,3 @@
+from taskql.cli import main
+
+main()

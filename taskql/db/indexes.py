@@ -1,0 +1,42 @@
+"""Every index the repositories rely on, created idempotently at startup."""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from taskql.db.client import Database
+
+# Keys a task connection can be ordered by (see db/tasks.py ORDER_KEYS); each is paginated
+# on (scope, key, _id), so each needs that index for a project scope and an assignee scope.
+TASK_ORDER_KEYS = ("created_at", "updated_at", "due_sort", "priority_rank")
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
+    "sessions": [
+        IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
+        IndexModel([("user_id", ASCENDING)], name="user"),
+        IndexModel([("family_id", ASCENDING)], name="family"),
+        # Expired refresh tokens are swept by the server.
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry_ttl"),
+    ],
+    "projects": [
+        IndexModel([("members.user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="member_created"),
+        IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created"),
+    ],
+    "tasks": [
+        *(IndexModel([("project_id", ASCENDING), (key, ASCENDING), ("_id", ASCENDING)], name=f"project_{key}") for key in TASK_ORDER_KEYS),
+        *(IndexModel([("assignee_id", ASCENDING), (key, ASCENDING), ("_id", ASCENDING)], name=f"assignee_{key}") for key in TASK_ORDER_KEYS),
+        IndexModel([("project_id", ASCENDING), ("status", ASCENDING), ("due_sort", ASCENDING)], name="project_status_due"),
+        IndexModel([("project_id", ASCENDING), ("search_terms", ASCENDING)], name="project_search_terms"),
+        IndexModel([("search_terms", ASCENDING)], name="search_terms"),
+    ],
+    "activity": [
+        IndexModel([("task_id", ASCENDING), ("at", ASCENDING), ("_id", ASCENDING)], name="task_at"),
+        IndexModel([("project_id", ASCENDING), ("at", ASCENDING), ("_id", ASCENDING)], name="project_at"),
+    ],
+}
+
+
+async def ensure_indexes(db: Database) -> None:
+    for collection, models in INDEXES.items():
+        await db.db[collection].create_indexes(models)

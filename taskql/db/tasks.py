@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from taskql.db.client import Database
+from taskql.db.pagination import Page, PageRequest, SortKey, count, paginate
+from taskql.db.search_terms import terms_of
+
+PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
+# Tasks without a due date sort after every dated task (ascending), through this stored sort key.
+NO_DUE_DATE = datetime(9999, 12, 31, tzinfo=UTC)
+ORDER_FIELDS = {"CREATED_AT": "created_at", "UPDATED_AT": "updated_at", "DUE_AT": "due_sort", "PRIORITY": "priority_rank"}
+# Derived fields are for queries only; they are never loaded into records.
+_HIDDEN = {"search_terms": 0, "title_terms": 0}
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: ObjectId
+    project_id: ObjectId
+    title: str
+    description: str
+    status: str
+    priority: str
+    due_at: datetime | None
+    tags: tuple[str, ...]
+    assignee_id: ObjectId | None
+    created_by: ObjectId
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    version: int
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> TaskRecord:
+        return cls(
+            id=doc["_id"],
+            project_id=doc["project_id"],
+            title=doc["title"],
+            description=doc["description"],
+            status=doc["status"],
+            priority=doc["priority"],
+            due_at=doc.get("due_at"),
+            tags=tuple(doc.get("tags", ())),
+            assignee_id=doc.get("assignee_id"),
+            created_by=doc["created_by"],
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+            completed_at=doc.get("completed_at"),
+            version=doc["version"],
+        )
+
+
+@dataclass(frozen=True)
+class TaskFilterSpec:
+    statuses: Sequence[str] = ()
+    priorities: Sequence[str] = ()
+    assignee_id: ObjectId | None = None
+    tag: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+
+    def to_query(self) -> dict[str, Any]:
+        query: dict[str, Any] = {}
+        if self.statuses:
+            query["status"] = {"$in": list(self.statuses)}
+        if self.priorities:
+            query["priority"] = {"$in": list(self.priorities)}
+        if self.assignee_id is not None:
+            query["assignee_id"] = self.assignee_id
+        if self.tag is not None:
+            query["tags"] = self.tag
+        due: dict[str, datetime] = {}
+        if self.due_before is not None:
+            due["$lt"] = self.due_before
+        if self.due_after is not None:
+            due["$gt"] = self.due_after
+        if due:
+            query["due_at"] = due
+        return query
+
+
+@dataclass(frozen=True)
+class TaskOrderSpec:
+    field: str = "CREATED_AT"  # a key of ORDER_FIELDS
+    direction: str = "DESC"  # ASC | DESC
+
+    @property
+    def sort_key(self) -> SortKey:
+        return SortKey(
+            name=f"tasks.{self.field}.{self.direction}",
+            field=ORDER_FIELDS[self.field],
+            direction=1 if self.direction == "ASC" else -1,
+        )
+
+
+@dataclass(frozen=True)
+class TaskScope:
+    """Which tasks a list covers: a project, a set of projects and/or an assignee."""
+
+    project_ids: Sequence[ObjectId] | None = None
+    assignee_id: ObjectId | None = None
+    filter: TaskFilterSpec = field(default_factory=TaskFilterSpec)
+
+    def to_query(self) -> dict[str, Any]:
+        query = self.filter.to_query()
+        if self.project_ids is not None:
+            ids = list(self.project_ids)
+            query["project_id"] = ids[0] if len(ids) == 1 else {"$in": ids}
+        if self.assignee_id is not None:
+            query["assignee_id"] = self.assignee_id
+        return query
+
+
+def _derived(doc: dict[str, Any]) -> dict[str, Any]:
+    """Fields computed from the task's own values, recomputed on every write."""
+    return {
+        "priority_rank": PRIORITY_RANK[doc["priority"]],
+        "due_sort": doc["due_at"] or NO_DUE_DATE,
+        "title_terms": terms_of(doc["title"]),
+        "search_terms": terms_of(f"{doc['title']} {doc['description']}"),
+    }
+
+
+async def insert_task(db: Database, *, values: dict[str, Any], session: AsyncClientSession | None = None) -> TaskRecord:
+    doc = {"_id": ObjectId(), **values, "version": 1}
+    doc.update(_derived(doc))
+    await db.tasks.insert_one(doc, session=session)
+    return TaskRecord.from_doc(doc)
+
+
+async def find_tasks_by_ids(db: Database, *, ids: Sequence[ObjectId]) -> list[TaskRecord]:
+    return [TaskRecord.from_doc(doc) async for doc in db.tasks.find({"_id": {"$in": list(ids)}}, projection=_HIDDEN)]
+
+
+async def update_task_if_version(
+    db: Database,
+    *,
+    current: TaskRecord,
+    changes: dict[str, Any],
+    session: AsyncClientSession | None = None,
+) -> TaskRecord | None:
+    """Apply `changes` only if the task is still at `current.version` (compare-and-set); None if not."""
+    merged = {
+        "title": current.title,
+        "description": current.description,
+        "priority": current.priority,
+        "due_at": current.due_at,
+        **changes,
+    }
+    derived = _derived(merged)
+    doc = await db.tasks.find_one_and_update(
+        {"_id": current.id, "version": current.version},
+        {"$set": {**changes, **derived}, "$inc": {"version": 1}},
+        projection=_HIDDEN,
+        return_document=ReturnDocument.AFTER,
+        session=session,
+    )
+    return TaskRecord.from_doc(doc) if doc else None
+
+
+async def delete_task(
+    db: Database, *, task_id: ObjectId, version: int | None, session: AsyncClientSession | None = None
+) -> bool:
+    """Deletes the task (only at `version`, when given)."""
+    query: dict[str, Any] = {"_id": task_id}
+    if version is not None:
+        query["version"] = version
+    result = await db.tasks.delete_one(query, session=session)
+    return result.deleted_count == 1
+
+
+async def delete_project_tasks(db: Database, *, project_id: ObjectId, session: AsyncClientSession | None = None) -> None:
+    await db.tasks.delete_many({"project_id": project_id}, session=session)
+
+
+async def unassign_user(
+    db: Database, *, project_id: ObjectId, user_id: ObjectId, now: datetime, session: AsyncClientSession | None = None
+) -> list[ObjectId]:
+    """Clear a removed member's assignments; returns the tasks changed."""
+    ids = [
+        doc["_id"]
+        async for doc in db.tasks.find({"project_id": project_id, "assignee_id": user_id}, projection={"_id": 1}, session=session)
+    ]
+    if ids:
+        await db.tasks.update_many(
+            {"_id": {"$in": ids}, "assignee_id": user_id},
+            {"$set": {"assignee_id": None, "updated_at": now}, "$inc": {"version": 1}},
+            session=session,
+        )
+    return ids
+
+
+async def page_tasks(db: Database, *, scope: TaskScope, order: TaskOrderSpec, page: PageRequest) -> Page[TaskRecord]:
+    return await paginate(
+        db.tasks, match=scope.to_query(), sort=order.sort_key, page=page, parse=TaskRecord.from_doc, projection=_HIDDEN
+    )
+
+
+async def count_tasks(db: Database, *, scope: TaskScope) -> int:
+    return await count(db.tasks, match=scope.to_query())
+
+
+SEARCH_ORDER = SortKey(name="tasks.search", field="search_rank", direction=-1)
+
+
+def _search_query(scope: TaskScope, terms: Sequence[str]) -> dict[str, Any]:
+    return {**scope.to_query(), "search_terms": {"$all": list(terms)}}
+
+
+async def search_tasks(db: Database, *, scope: TaskScope, terms: Sequence[str], page: PageRequest) -> Page[TaskRecord]:
+    """Tasks containing every term; title matches (rank 1) before description-only ones, newest first."""
+    return await paginate(
+        db.tasks,
+        match=_search_query(scope, terms),
+        add_fields={"search_rank": {"$cond": [{"$setIsSubset": [list(terms), "$title_terms"]}, 1, 0]}},
+        sort=SEARCH_ORDER,
+        page=page,
+        parse=TaskRecord.from_doc,
+        projection={**_HIDDEN, "search_rank": 0},
+    )
+
+
+async def count_search(db: Database, *, scope: TaskScope, terms: Sequence[str]) -> int:
+    return await count(db.tasks, match=_search_query(scope, terms))
+
+
+@dataclass(frozen=True)
+class TaskStatsRecord:
+    total: int
+    by_status: dict[str, int]
+    by_priority: dict[str, int]
+    overdue: int
+    due_soon: int
+
+
+async def project_stats(db: Database, *, project_id: ObjectId, now: datetime, soon: timedelta) -> TaskStatsRecord:
+    """Counts in one aggregation; overdue and due-soon count only open (not DONE) tasks."""
+    open_tasks = {"status": {"$ne": "DONE"}}
+    pipeline = [
+        {"$match": {"project_id": project_id}},
+        {
+            "$facet": {
+                "status": [{"$group": {"_id": "$status", "n": {"$sum": 1}}}],
+                "priority": [{"$group": {"_id": "$priority", "n": {"$sum": 1}}}],
+                "overdue": [{"$match": {**open_tasks, "due_at": {"$lt": now}}}, {"$count": "n"}],
+                "soon": [{"$match": {**open_tasks, "due_at": {"$gte": now, "$lt": now + soon}}}, {"$count": "n"}],
+            }
+        },
+    ]
+    [facets] = await (await db.tasks.aggregate(pipeline)).to_list()
+    by_status = {row["_id"]: row["n"] for row in facets["status"]}
+    return TaskStatsRecord(
+        total=sum(by_status.values()),
+        by_status=by_status,
+        by_priority={row["_id"]: row["n"] for row in facets["priority"]},
+        overdue=facets["overdue"][0]["n"] if facets["overdue"] else 0,
+        due_soon=facets["soon"][0]["n"] if facets["soon"] else 0,
+    )

@@ -1,0 +1,69 @@
+"""Domain errors raised by services; the GraphQL layer maps them to userErrors or top-level errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    field: tuple[str, ...]
+    message: str
+
+
+class DomainError(Exception):
+    """An expected failure: shown to the client with a stable code."""
+
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str, field: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = tuple(field)
+
+    @property
+    def problems(self) -> list[FieldProblem]:
+        return [FieldProblem(self.field, self.message)]
+
+
+class ValidationFailed(DomainError):
+    code = "VALIDATION"
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{'.'.join(p.field)}: {p.message}" for p in problems))
+        self._problems = list(problems)
+
+    @property
+    def problems(self) -> list[FieldProblem]:
+        return self._problems
+
+
+class NotFound(DomainError):
+    code = "NOT_FOUND"
+
+
+class Forbidden(DomainError):
+    code = "FORBIDDEN"
+
+
+class Conflict(DomainError):
+    code = "CONFLICT"
+
+
+class VersionConflict(DomainError):
+    code = "VERSION_CONFLICT"
+
+
+class InvalidCredentials(DomainError):
+    code = "INVALID_CREDENTIALS"
+
+
+class Unauthenticated(DomainError):
+    code = "UNAUTHENTICATED"
+
+
+class BadUserInput(DomainError):
+    """Malformed arguments (IDs, cursors, page sizes): always a top-level error."""
+
+    code = "BAD_USER_INPUT"

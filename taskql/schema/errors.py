@@ -1,0 +1,99 @@
+"""How failures reach clients: userErrors in payloads, coded top-level errors, masked internals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Iterator
+from enum import Enum
+from typing import Any, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.permission import BasePermission
+
+from taskql.errors import DomainError, Unauthenticated
+from taskql.services.common import SIGN_IN
+
+logger = logging.getLogger("taskql.errors")
+T = TypeVar("T")
+
+
+@strawberry.enum
+class UserErrorCode(Enum):
+    VALIDATION = "VALIDATION"
+    NOT_FOUND = "NOT_FOUND"
+    FORBIDDEN = "FORBIDDEN"
+    CONFLICT = "CONFLICT"
+    VERSION_CONFLICT = "VERSION_CONFLICT"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+
+
+@strawberry.type(description="An expected failure of a mutation, to show next to the offending field.")
+class UserError:
+    code: UserErrorCode
+    field: list[str] | None = strawberry.field(description="Path to the input field at fault, e.g. [input, title].")
+    message: str
+
+
+# Errors a mutation reports in its payload; anything else (UNAUTHENTICATED, BAD_USER_INPUT) is top-level.
+PAYLOAD_ERRORS = frozenset(code.value for code in UserErrorCode)
+
+
+def user_errors(error: DomainError) -> list[UserError]:
+    return [
+        UserError(code=UserErrorCode(error.code), field=list(problem.field) or None, message=problem.message)
+        for problem in error.problems
+    ]
+
+
+class IsAuthenticated(BasePermission):
+    message = SIGN_IN
+    error_extensions = {"code": "UNAUTHENTICATED"}
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        problem = info.context.deps.auth_problem
+        if problem:  # a token was sent but is expired or revoked: say so, so the client refreshes
+            raise Unauthenticated(problem)
+        return info.context.deps.viewer is not None
+
+
+def _coded(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
+    return GraphQLError(
+        message, nodes=error.nodes, source=error.source, positions=error.positions, path=error.path, extensions=extensions
+    )
+
+
+class ErrorFormatting(strawberry.extensions.SchemaExtension):
+    """Gives every error an `extensions.code`; unexpected exceptions become a masked INTERNAL_SERVER_ERROR."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and getattr(result, "errors", None):
+            result.errors = [self._format(error) for error in result.errors]
+
+    def _format(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if isinstance(original, DomainError):
+            extensions: dict[str, Any] = {"code": original.code}
+            if original.field:
+                extensions["field"] = list(original.field)
+            return _coded(error, original.message, extensions)
+        if original is None or isinstance(original, GraphQLError):
+            if error.extensions and "code" in error.extensions:
+                return error
+            code = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+            return _coded(error, error.message, {**(error.extensions or {}), "code": code})
+        request_id = self.execution_context.context.request_id
+        logger.error("unexpected error in request %s at %s", request_id, error.path, exc_info=original)
+        return _coded(error, "Internal server error.", {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id})
+
+
+async def attempt(work: Awaitable[T]) -> tuple[T | None, list[UserError]]:
+    """Run a mutation's service call; expected failures become userErrors, the rest propagate."""
+    try:
+        return await work, []
+    except DomainError as error:
+        if error.code not in PAYLOAD_ERRORS:
+            raise
+        return None, user_errors(error)

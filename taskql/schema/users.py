@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+from bson import ObjectId
+
+from taskql.db.users import UserRecord
+from taskql.schema.errors import UserError
+from taskql.schema.relay import Node, encode_id
+
+
+@strawberry.enum
+class UserRole(Enum):
+    USER = "USER"
+    ADMIN = "ADMIN"
+
+
+@strawberry.type
+class User(Node):
+    id: strawberry.ID
+    email: str
+    name: str
+    role: UserRole
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, user: UserRecord) -> User:
+        return cls(
+            id=encode_id("User", user.id),
+            email=user.email,
+            name=user.name,
+            role=UserRole(user.role),
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+        )
+
+
+async def load_user(info: strawberry.Info, user_id: ObjectId) -> User:
+    """A referenced user (owner, member, assignee, author, actor); users are never deleted."""
+    record = await info.context.deps.loaders.users.load(user_id)
+    if record is None:
+        raise LookupError(f"user {user_id} is referenced but missing")
+    return User.from_record(record)
+
+
+@strawberry.input
+class RegisterInput:
+    email: str
+    name: str
+    password: str
+
+
+@strawberry.input
+class LoginInput:
+    email: str
+    password: str
+
+
+@strawberry.input
+class RefreshTokenInput:
+    refresh_token: str
+
+
+@strawberry.input
+class LogoutInput:
+    refresh_token: str = strawberry.field(description="The refresh token of the session to end.")
+
+
+@strawberry.input
+class LogoutAllInput:
+    keep_current_session: bool = strawberry.field(
+        default=False, description="End every other session but keep the one making this request."
+    )
+
+
+@strawberry.input
+class UpdateProfileInput:
+    name: str | None = None
+    email: str | None = None
+
+
+@strawberry.input
+class ChangePasswordInput:
+    current_password: str
+    new_password: str
+
+
+@strawberry.type(description="Tokens of a new or refreshed session.")
+class AuthPayload:
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires_in: int | None = strawberry.field(default=None, description="Seconds until the access token expires.")
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UserPayload:
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class LogoutPayload:
+    success: bool
+    user_errors: list[UserError] = strawberry.field(default_factory=list)

@@ -1,0 +1,93 @@
+"""build_app(settings) -> the Starlette application: routes, middleware and lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from pymongo.errors import PyMongoError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from taskql.auth.passwords import Passwords
+from taskql.auth.tokens import TokenIssuer
+from taskql.context import Context, build_context
+from taskql.db.client import Database, create_client
+from taskql.db.indexes import ensure_indexes
+from taskql.embedded import EmbeddedMongo
+from taskql.request_id import RequestIdMiddleware
+from taskql.schema.root import build_schema
+from taskql.services.common import Runtime
+from taskql.settings import Settings
+
+logger = logging.getLogger("taskql.server")
+
+
+class TaskQLGraphQL(GraphQL):
+    def __init__(self, app: Starlette, settings: Settings) -> None:
+        super().__init__(build_schema(), graphql_ide=None if settings.is_production else "graphiql")
+        self._app = app
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        runtime: Runtime = self._app.state.runtime
+        return await build_context(runtime, request, response, authorization=request.headers.get("authorization"))
+
+
+def build_app(settings: Settings | None = None) -> Starlette:
+    """The TaskQL ASGI app. Connections are opened in its lifespan, one MongoDB client per process."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        embedded = None
+        uri = settings.mongodb_uri
+        if uri is None:
+            embedded = EmbeddedMongo(settings.data_dir)
+            uri = await embedded.start()
+        client = create_client(settings, uri)
+        try:
+            db = Database(client, settings)
+            await db.detect_capabilities()
+            await ensure_indexes(db)
+            app.state.runtime = Runtime(
+                settings=settings,
+                db=db,
+                passwords=Passwords(),
+                tokens=TokenIssuer(
+                    secret=settings.resolved_jwt_secret(),
+                    issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience,
+                    access_ttl=settings.access_token_ttl,
+                ),
+            )
+            yield
+        finally:
+            await client.close()
+            if embedded is not None:
+                await embedded.stop()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        try:
+            await runtime.db.client.admin.command("ping")
+        except PyMongoError:
+            logger.warning("readiness check: MongoDB unreachable", exc_info=True)
+            return JSONResponse({"status": "unavailable", "failing": ["mongodb"]}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+    )
+    app.router.routes.append(Route("/graphql", TaskQLGraphQL(app, settings), methods=["GET", "POST"]))
+    return app

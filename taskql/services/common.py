@@ -1,0 +1,50 @@
+"""What every service needs for one request: the process-wide runtime, the request's loaders and viewer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from taskql.auth.passwords import Passwords
+from taskql.auth.permissions import Viewer
+from taskql.auth.tokens import TokenIssuer
+from taskql.db.client import Database
+from taskql.errors import Unauthenticated
+from taskql.loaders.entities import Loaders
+from taskql.settings import Settings
+
+
+SIGN_IN = "Sign in to do this: send `Authorization: Bearer <access token>`."
+
+
+def utcnow() -> datetime:
+    """Now, at the millisecond precision BSON stores, so records match what is read back."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Process-wide parts, built once in the app's lifespan."""
+
+    settings: Settings
+    db: Database
+    passwords: Passwords
+    tokens: TokenIssuer
+
+
+@dataclass(frozen=True)
+class Deps:
+    runtime: Runtime
+    loaders: Loaders
+    viewer: Viewer | None
+    auth_problem: str | None = None  # why a token that was sent was refused
+
+    @property
+    def db(self) -> Database:
+        return self.runtime.db
+
+    def require_viewer(self) -> Viewer:
+        if self.viewer is None:
+            raise Unauthenticated(self.auth_problem or SIGN_IN)
+        return self.viewer

@@ -1,0 +1,206 @@
+"""Projects and their members."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bson import ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from taskql.auth.permissions import require_manager, require_readable
+from taskql.db import projects as projects_db
+from taskql.db import tasks as tasks_db
+from taskql.db.activity import append_event
+from taskql.db.pagination import Page, PageRequest
+from taskql.db.projects import MemberRecord, ProjectRecord
+from taskql.db.tasks import TaskStatsRecord
+from taskql.db.users import find_user_by_email
+from taskql.errors import Conflict, NotFound
+from taskql.services.common import Deps, utcnow
+from taskql.services.validation import Checker
+
+NAME_MAX_LENGTH = 100
+DESCRIPTION_MAX_LENGTH = 2_000
+DUE_SOON = timedelta(days=7)
+MEMBER_NOT_FOUND = "This user is not a member of the project."
+
+
+class ProjectService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._db = deps.db
+
+    async def get(self, project_id: ObjectId) -> ProjectRecord:
+        viewer = self._deps.require_viewer()
+        return require_readable(await self._deps.loaders.projects.load(project_id), viewer)
+
+    async def _get_managed(self, project_id: ObjectId) -> ProjectRecord:
+        project = await self.get(project_id)
+        require_manager(project, self._deps.require_viewer())
+        return project
+
+    def _member_scope(self) -> ObjectId | None:
+        viewer = self._deps.require_viewer()
+        return None if viewer.is_admin else viewer.id
+
+    async def page(self, page: PageRequest) -> Page[ProjectRecord]:
+        return await projects_db.page_projects(self._db, member_id=self._member_scope(), page=page)
+
+    async def count(self) -> int:
+        return await projects_db.count_projects(self._db, member_id=self._member_scope())
+
+    async def stats(self, project: ProjectRecord) -> TaskStatsRecord:
+        return await tasks_db.project_stats(self._db, project_id=project.id, now=utcnow(), soon=DUE_SOON)
+
+    def _check_fields(self, name: str | None, description: str | None) -> dict[str, str]:
+        check = Checker()
+        changes: dict[str, str] = {}
+        if name is not None:
+            changes["name"] = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
+        if description is not None:
+            changes["description"] = check.text(("input", "description"), description, max_length=DESCRIPTION_MAX_LENGTH)
+        check.raise_if_any()
+        return changes
+
+    async def _record(
+        self,
+        session: AsyncClientSession | None,
+        project_id: ObjectId,
+        kind: str,
+        changed: list[str],
+        *,
+        task_id: ObjectId | None = None,
+    ) -> None:
+        await append_event(
+            self._db,
+            project_id=project_id,
+            task_id=task_id,
+            actor_id=self._deps.require_viewer().id,
+            kind=kind,
+            changed_fields=changed,
+            at=utcnow(),
+            session=session,
+        )
+
+    async def create(self, *, name: str, description: str) -> ProjectRecord:
+        viewer = self._deps.require_viewer()
+        fields = self._check_fields(name, description)
+
+        async def write(session: AsyncClientSession | None) -> ProjectRecord:
+            project = await projects_db.insert_project(
+                self._db, name=fields["name"], description=fields["description"], owner_id=viewer.id, now=utcnow(), session=session
+            )
+            await self._record(session, project.id, "PROJECT_CREATED", ["name", "description"])
+            return project
+
+        return self._deps.loaders.projects.remember(await self._db.in_transaction(write))
+
+    async def update(self, project_id: ObjectId, *, name: str | None, description: str | None) -> ProjectRecord:
+        project = await self._get_managed(project_id)
+        changes = self._check_fields(name, description)
+        changed = [key for key, value in changes.items() if getattr(project, key) != value]
+        if not changed:
+            return project
+
+        async def write(session: AsyncClientSession | None) -> ProjectRecord | None:
+            updated = await projects_db.update_project(
+                self._db, project_id=project_id, changes=changes, now=utcnow(), session=session
+            )
+            if updated is not None:
+                await self._record(session, project_id, "PROJECT_UPDATED", changed)
+            return updated
+
+        updated = await self._db.in_transaction(write)
+        if updated is None:
+            raise NotFound("Project not found.")
+        return self._deps.loaders.projects.remember(updated)
+
+    async def delete(self, project_id: ObjectId) -> None:
+        """Deletes the project and its tasks; the activity trail is kept for audit."""
+        await self._get_managed(project_id)
+
+        async def write(session: AsyncClientSession | None) -> None:
+            await tasks_db.delete_project_tasks(self._db, project_id=project_id, session=session)
+            if not await projects_db.delete_project(self._db, project_id=project_id, session=session):
+                raise NotFound("Project not found.")
+            await self._record(session, project_id, "PROJECT_DELETED", [])
+
+        await self._db.in_transaction(write)
+        self._deps.loaders.projects.forget(project_id)
+
+    async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
+        project = await self._get_managed(project_id)
+        user = await find_user_by_email(self._db, email=email.strip().lower())
+        if user is None:
+            # Safe to say: only a project's owners can ask, and they invite by email anyway.
+            raise NotFound("No user has this email address.", field=("input", "email"))
+        if project.role_of(user.id) is not None:
+            raise Conflict("This user is already a member of the project.", field=("input", "email"))
+
+        async def write(session: AsyncClientSession | None) -> ProjectRecord | None:
+            updated = await projects_db.add_member(
+                self._db, project_id=project_id, user_id=user.id, role=role, now=utcnow(), session=session
+            )
+            if updated is not None:
+                await self._record(session, project_id, "MEMBER_ADDED", ["members"])
+            return updated
+
+        updated = await self._db.in_transaction(write)
+        if updated is None:
+            raise Conflict("This user is already a member of the project.", field=("input", "email"))
+        return self._deps.loaders.projects.remember(updated)
+
+    def _require_not_owner(self, project: ProjectRecord, user_id: ObjectId) -> MemberRecord:
+        member = next((m for m in project.members if m.user_id == user_id), None)
+        if member is None:
+            raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
+        if user_id == project.owner_id:
+            raise Conflict("The project's owner cannot be removed or given another role.", field=("input", "userId"))
+        return member
+
+    async def update_member(self, project_id: ObjectId, *, user_id: ObjectId, role: str) -> ProjectRecord:
+        project = await self._get_managed(project_id)
+        member = self._require_not_owner(project, user_id)
+        if member.role == role:
+            return project
+
+        async def write(session: AsyncClientSession | None) -> ProjectRecord | None:
+            updated = await projects_db.set_member_role(
+                self._db, project_id=project_id, user_id=user_id, role=role, now=utcnow(), session=session
+            )
+            if updated is not None:
+                await self._record(session, project_id, "MEMBER_UPDATED", ["members"])
+            return updated
+
+        updated = await self._db.in_transaction(write)
+        if updated is None:
+            raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
+        return self._deps.loaders.projects.remember(updated)
+
+    async def remove_member(self, project_id: ObjectId, *, user_id: ObjectId) -> ProjectRecord:
+        """Owners remove anyone but the project's owner; any member may leave. Their tasks become unassigned."""
+        viewer = self._deps.require_viewer()
+        project = await self.get(project_id)
+        if user_id != viewer.id:
+            require_manager(project, viewer)
+        self._require_not_owner(project, user_id)
+
+        async def write(session: AsyncClientSession | None) -> ProjectRecord | None:
+            now = utcnow()
+            updated = await projects_db.remove_member(
+                self._db, project_id=project_id, user_id=user_id, now=now, session=session
+            )
+            if updated is not None:
+                await self._record(session, project_id, "MEMBER_REMOVED", ["members"])
+                unassigned = await tasks_db.unassign_user(
+                    self._db, project_id=project_id, user_id=user_id, now=now, session=session
+                )
+                for task_id in unassigned:
+                    await self._record(session, project_id, "TASK_UPDATED", ["assignee"], task_id=task_id)
+            return updated
+
+        updated = await self._db.in_transaction(write)
+        if updated is None:
+            raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
+        self._deps.loaders.tasks.clear_all()
+        return self._deps.loaders.projects.remember(updated)

@@ -1,0 +1,229 @@
+"""Tasks: reads scoped by project membership, validated writes with optimistic concurrency."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from taskql.auth.permissions import TASK_NOT_FOUND, require_readable, require_task_writer
+from taskql.db import tasks as tasks_db
+from taskql.db.activity import append_event
+from taskql.db.pagination import Page, PageRequest
+from taskql.db.projects import ProjectRecord, project_ids_of_member
+from taskql.db.search_terms import MAX_QUERY_TERMS, terms_of
+from taskql.db.tasks import TaskFilterSpec, TaskOrderSpec, TaskRecord, TaskScope
+from taskql.errors import BadUserInput, NotFound, VersionConflict
+from taskql.services.common import Deps, utcnow
+from taskql.services.validation import Checker
+
+TITLE_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 10_000
+MAX_TAGS = 20
+TAG_MAX_LENGTH = 50
+MAX_QUERY_LENGTH = 200
+# Without expectedVersion an update is re-applied on the latest version; this bounds the retries.
+MAX_UPDATE_ATTEMPTS = 5
+# Record field -> the name clients see (in userError paths and ActivityEvent.changedFields).
+PUBLIC_NAMES = {
+    "title": "title",
+    "description": "description",
+    "status": "status",
+    "priority": "priority",
+    "due_at": "dueAt",
+    "tags": "tags",
+    "assignee_id": "assignee",
+}
+NOT_NULL = frozenset({"title", "status", "priority"})
+_INPUT_NAMES = {**PUBLIC_NAMES, "assignee_id": "assigneeId"}
+STALE_VERSION = "The task was changed by someone else since you read it; reload it and try again."
+
+
+def _check_values(values: Mapping[str, Any], project: ProjectRecord) -> dict[str, Any]:
+    """Validated, normalised copies of the task fields present in `values`."""
+    check = Checker()
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        field = ("input", _INPUT_NAMES[key])
+        if value is None and key in NOT_NULL:
+            check.add(field, "cannot be null")
+            continue
+        if key == "title":
+            value = check.text(field, value, min_length=1, max_length=TITLE_MAX_LENGTH)
+        elif key == "description":
+            value = check.text(field, value or "", max_length=DESCRIPTION_MAX_LENGTH)
+        elif key == "tags":
+            value = check.tags(field, value or [], max_count=MAX_TAGS, max_length=TAG_MAX_LENGTH)
+        elif key == "due_at" and value is not None:
+            value = check.datetime(field, value)
+        elif key == "assignee_id" and value is not None and project.role_of(value) is None:
+            check.add(field, "must be a member of the project")
+        clean[key] = value
+    check.raise_if_any()
+    return clean
+
+
+def _completion(status: str | None, current: TaskRecord | None, now: datetime) -> dict[str, Any]:
+    """completed_at follows status: set when a task becomes DONE, cleared when it leaves DONE."""
+    if status is None or (current is not None and status == current.status):
+        return {}
+    return {"completed_at": now if status == "DONE" else None}
+
+
+class TaskService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._db = deps.db
+
+    async def _readable_project(self, project_id: ObjectId, *, message: str = "Project not found.") -> ProjectRecord:
+        viewer = self._deps.require_viewer()
+        return require_readable(await self._deps.loaders.projects.load(project_id), viewer, message=message)
+
+    async def get(self, task_id: ObjectId) -> TaskRecord:
+        task = await self._deps.loaders.tasks.load(task_id)
+        if task is None:
+            self._deps.require_viewer()
+            raise NotFound(TASK_NOT_FOUND)
+        await self._readable_project(task.project_id, message=TASK_NOT_FOUND)
+        return task
+
+    async def _writable(self, task_id: ObjectId) -> tuple[TaskRecord, ProjectRecord]:
+        task = await self.get(task_id)
+        project = await self._readable_project(task.project_id, message=TASK_NOT_FOUND)
+        require_task_writer(project, self._deps.require_viewer())
+        return task, project
+
+    async def project_scope(self, project_id: ObjectId, task_filter: TaskFilterSpec) -> TaskScope:
+        await self._readable_project(project_id)
+        return TaskScope(project_ids=[project_id], filter=task_filter)
+
+    def my_scope(self, task_filter: TaskFilterSpec) -> TaskScope:
+        return TaskScope(assignee_id=self._deps.require_viewer().id, filter=task_filter)
+
+    async def page(self, scope: TaskScope, order: TaskOrderSpec, page: PageRequest) -> Page[TaskRecord]:
+        return await tasks_db.page_tasks(self._db, scope=scope, order=order, page=page)
+
+    async def count(self, scope: TaskScope) -> int:
+        return await tasks_db.count_tasks(self._db, scope=scope)
+
+    async def search_scope(self, project_id: ObjectId | None) -> TaskScope:
+        """One project (if readable), else every project the viewer belongs to (all, for admins)."""
+        viewer = self._deps.require_viewer()
+        if project_id is not None:
+            return await self.project_scope(project_id, TaskFilterSpec())
+        if viewer.is_admin:
+            return TaskScope()
+        return TaskScope(project_ids=await project_ids_of_member(self._db, user_id=viewer.id))
+
+    @staticmethod
+    def search_terms(query: str) -> list[str]:
+        if len(query) > MAX_QUERY_LENGTH:
+            raise BadUserInput(f"`query` must be at most {MAX_QUERY_LENGTH} characters.", field=("query",))
+        terms = terms_of(query)
+        if not terms:
+            raise BadUserInput("`query` must contain at least one word.", field=("query",))
+        return terms[:MAX_QUERY_TERMS]
+
+    async def search(self, scope: TaskScope, terms: list[str], page: PageRequest) -> Page[TaskRecord]:
+        return await tasks_db.search_tasks(self._db, scope=scope, terms=terms, page=page)
+
+    async def count_search(self, scope: TaskScope, terms: list[str]) -> int:
+        return await tasks_db.count_search(self._db, scope=scope, terms=terms)
+
+    async def _record(
+        self, session: AsyncClientSession | None, task: TaskRecord, kind: str, changed: list[str], now: datetime
+    ) -> None:
+        await append_event(
+            self._db,
+            project_id=task.project_id,
+            task_id=task.id,
+            actor_id=self._deps.require_viewer().id,
+            kind=kind,
+            changed_fields=changed,
+            at=now,
+            session=session,
+        )
+
+    async def create(self, project_id: ObjectId, values: Mapping[str, Any]) -> TaskRecord:
+        """`values`: title (required), description, status, priority, due_at, tags, assignee_id."""
+        project = await self._readable_project(project_id)
+        viewer = self._deps.require_viewer()
+        require_task_writer(project, viewer)
+        clean = _check_values(values, project)
+        now = utcnow()
+        document = {
+            "project_id": project_id,
+            "description": "",
+            "status": "TODO",
+            "priority": "MEDIUM",
+            "due_at": None,
+            "tags": [],
+            "assignee_id": None,
+            **clean,
+            "created_by": viewer.id,
+            "created_at": now,
+            "updated_at": now,
+            "completed_at": None,
+        }
+        document.update(_completion(document["status"], None, now))
+
+        async def write(session: AsyncClientSession | None) -> TaskRecord:
+            task = await tasks_db.insert_task(self._db, values=document, session=session)
+            await self._record(session, task, "TASK_CREATED", [PUBLIC_NAMES[key] for key in clean], now)
+            return task
+
+        return self._deps.loaders.tasks.remember(await self._db.in_transaction(write))
+
+    async def update(self, task_id: ObjectId, changes: Mapping[str, Any], *, expected_version: int | None) -> TaskRecord:
+        """Partial update. With expected_version, a stale version is a VERSION_CONFLICT (no lost update)."""
+        current, project = await self._writable(task_id)
+        clean = _check_values(changes, project)
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            if expected_version is not None and current.version != expected_version:
+                raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
+            changed = {key: value for key, value in clean.items() if getattr(current, key) != _as_stored(value)}
+            if not changed:
+                return current
+            now = utcnow()
+            update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
+
+            async def write(session: AsyncClientSession | None, base: TaskRecord = current) -> TaskRecord | None:
+                updated = await tasks_db.update_task_if_version(self._db, current=base, changes=update, session=session)
+                if updated is not None:
+                    await self._record(session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now)
+                return updated
+
+            updated = await self._db.in_transaction(write)
+            if updated is not None:
+                return self._deps.loaders.tasks.remember(updated)
+            # Someone else wrote first: compare against the latest version.
+            fresh = await tasks_db.find_tasks_by_ids(self._db, ids=[task_id])
+            if not fresh:
+                raise NotFound(TASK_NOT_FOUND)
+            current = fresh[0]
+        raise VersionConflict(STALE_VERSION)
+
+    async def delete(self, task_id: ObjectId, *, expected_version: int | None) -> None:
+        current, _ = await self._writable(task_id)
+        if expected_version is not None and current.version != expected_version:
+            raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
+
+        async def write(session: AsyncClientSession | None) -> bool:
+            deleted = await tasks_db.delete_task(self._db, task_id=task_id, version=expected_version, session=session)
+            if deleted:
+                await self._record(session, current, "TASK_DELETED", [], utcnow())
+            return deleted
+
+        if not await self._db.in_transaction(write):
+            if expected_version is None:
+                raise NotFound(TASK_NOT_FOUND)
+            raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
+        self._deps.loaders.tasks.forget(task_id)
+
+
+def _as_stored(value: Any) -> Any:
+    """Lists are stored as lists but held as tuples in records; compare like with like."""
+    return tuple(value) if isinstance(value, list) else value

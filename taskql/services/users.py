@@ -1,0 +1,185 @@
+"""Accounts and sessions: registration, login, token rotation, logout, profile, password."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bson import ObjectId
+
+from taskql.auth.permissions import Viewer
+from taskql.auth.tokens import hash_refresh_token, new_refresh_token
+from taskql.db import sessions as sessions_db
+from taskql.db import users as users_db
+from taskql.db.projects import share_a_project
+from taskql.db.users import UserRecord
+from taskql.errors import InvalidCredentials, NotFound, Unauthenticated
+from taskql.services.common import Deps, Runtime, utcnow
+from taskql.services.validation import Checker
+
+NAME_MAX_LENGTH = 100
+BAD_LOGIN = "Wrong email or password."
+BAD_REFRESH = "The refresh token is invalid, expired or already used; sign in again."
+USER_NOT_FOUND = "User not found."
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    user: UserRecord
+    access_token: str
+    refresh_token: str
+    expires_in: int  # seconds until the access token expires
+
+
+async def authenticate(runtime: Runtime, authorization: str | None) -> Viewer | None:
+    """The viewer of a request from its `Authorization: Bearer` value; None when absent."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Use `Authorization: Bearer <access token>`.")
+    claims = runtime.tokens.decode_access_token(token.strip())
+    users = await users_db.find_users_by_ids(runtime.db, ids=[claims.user_id])
+    # A logout (or logoutAll) revokes the login's family: its access tokens stop working at once.
+    if not users or not await sessions_db.is_family_active(
+        runtime.db, family_id=claims.session_family_id, user_id=claims.user_id
+    ):
+        raise Unauthenticated("The session has ended; sign in again.")
+    return Viewer(user=users[0], session_family_id=claims.session_family_id)
+
+
+class AccountService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._runtime = deps.runtime
+        self._db = deps.db
+
+    async def _start_session(self, user: UserRecord, *, family_id: ObjectId | None = None) -> AuthResult:
+        now = utcnow()
+        family_id = family_id or ObjectId()
+        refresh_token = new_refresh_token()
+        await sessions_db.insert_session(
+            self._db,
+            family_id=family_id,
+            user_id=user.id,
+            token_hash=hash_refresh_token(refresh_token),
+            now=now,
+            expires_at=now + self._runtime.settings.refresh_token_ttl,
+        )
+        tokens = self._runtime.tokens
+        return AuthResult(
+            user=user,
+            access_token=tokens.issue_access_token(user_id=user.id, session_family_id=family_id, now=now),
+            refresh_token=refresh_token,
+            expires_in=int(tokens.access_ttl.total_seconds()),
+        )
+
+    async def register(self, *, email: str, name: str, password: str) -> AuthResult:
+        check = Checker()
+        email = check.email(("input", "email"), email)
+        name = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
+        check.password(("input", "password"), password)
+        check.raise_if_any()
+        user = await users_db.insert_user(
+            self._db,
+            email=email,
+            name=name,
+            password_hash=await self._runtime.passwords.hash(password),
+            role="USER",
+            now=utcnow(),
+        )
+        return await self._start_session(user)
+
+    async def login(self, *, email: str, password: str) -> AuthResult:
+        user = await users_db.find_user_by_email(self._db, email=email.strip().lower())
+        # Unknown emails still pay for a hash check: timing must not reveal which accounts exist.
+        verification = await self._runtime.passwords.verify(user.password_hash if user else None, password)
+        if user is None or not verification.ok:
+            raise InvalidCredentials(BAD_LOGIN)
+        if verification.new_hash:
+            await users_db.set_password_hash_if_unchanged(
+                self._db, user_id=user.id, old_hash=user.password_hash, new_hash=verification.new_hash
+            )
+        return await self._start_session(user)
+
+    async def refresh(self, *, refresh_token: str) -> AuthResult:
+        token_hash = hash_refresh_token(refresh_token)
+        now = utcnow()
+        claimed = await sessions_db.claim_session(self._db, token_hash=token_hash, now=now)
+        if claimed is None:
+            known = await sessions_db.find_session_by_hash(self._db, token_hash=token_hash)
+            if known is not None and known.used_at is not None:
+                # A rotated token came back: it was stolen or leaked. End that whole login.
+                await sessions_db.revoke_family(self._db, family_id=known.family_id, now=now)
+            raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
+        users = await users_db.find_users_by_ids(self._db, ids=[claimed.user_id])
+        if not users:
+            raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
+        return await self._start_session(users[0], family_id=claimed.family_id)
+
+    async def logout(self, *, refresh_token: str) -> None:
+        """Ends the login the refresh token belongs to (its access tokens stop working too)."""
+        known = await sessions_db.find_session_by_hash(self._db, token_hash=hash_refresh_token(refresh_token))
+        if known is None or known.revoked_at is not None:
+            raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
+        await sessions_db.revoke_family(self._db, family_id=known.family_id, now=utcnow())
+
+    async def logout_all(self, *, keep_current: bool) -> None:
+        viewer = self._deps.require_viewer()
+        await sessions_db.revoke_user_sessions(
+            self._db,
+            user_id=viewer.id,
+            now=utcnow(),
+            keep_family=viewer.session_family_id if keep_current else None,
+        )
+
+    async def update_profile(self, *, name: str | None, email: str | None) -> UserRecord:
+        viewer = self._deps.require_viewer()
+        check = Checker()
+        changes: dict[str, str] = {}
+        if name is not None:
+            changes["name"] = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
+        if email is not None:
+            changes["email"] = check.email(("input", "email"), email)
+        check.raise_if_any()
+        if not changes:
+            return viewer.user
+        user = await users_db.update_user(self._db, user_id=viewer.id, changes=changes, now=utcnow())
+        if user is None:
+            raise NotFound(USER_NOT_FOUND)
+        self._deps.loaders.users.remember(user)
+        return user
+
+    async def change_password(self, *, current_password: str, new_password: str) -> UserRecord:
+        """Replaces the password and ends every other login of the user."""
+        viewer = self._deps.require_viewer()
+        check = Checker()
+        check.password(("input", "newPassword"), new_password)
+        check.raise_if_any()
+        verification = await self._runtime.passwords.verify(viewer.user.password_hash, current_password)
+        if not verification.ok:
+            raise InvalidCredentials("The current password is wrong.", field=("input", "currentPassword"))
+        now = utcnow()
+        new_hash = await self._runtime.passwords.hash(new_password)
+        user = await users_db.update_user(self._db, user_id=viewer.id, changes={"password_hash": new_hash}, now=now)
+        if user is None:
+            raise NotFound(USER_NOT_FOUND)
+        await sessions_db.revoke_user_sessions(self._db, user_id=viewer.id, now=now, keep_family=viewer.session_family_id)
+        return user
+
+
+class UserService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def get_visible(self, user_id: ObjectId) -> UserRecord:
+        """Users see themselves and the people they share a project with; admins see everyone."""
+        viewer = self._deps.require_viewer()
+        user = await self._deps.loaders.users.load(user_id)
+        visible = user is not None and (
+            viewer.is_admin
+            or user.id == viewer.id
+            or await share_a_project(self._deps.db, user_ids=[viewer.id, user.id])
+        )
+        if not visible:
+            raise NotFound(USER_NOT_FOUND)
+        return user

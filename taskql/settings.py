@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that must never sign production tokens (copied from examples and templates).
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development", "test"})
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Every knob of the server, read from the environment (and `.env`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    taskql_env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".data")
+
+    # MongoDB. No URI means: start the embedded SecantusDB server under data_dir.
+    mongodb_uri: str | None = None
+    mongodb_database: str = "taskql"
+    mongodb_max_pool_size: int = Field(100, ge=1)
+    mongodb_min_pool_size: int = Field(0, ge=0)
+    mongodb_timeout_ms: int = Field(10_000, ge=100)
+    mongodb_server_selection_timeout_ms: int = Field(5_000, ge=100)
+    mongodb_read_preference: Literal[
+        "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"
+    ] = "primary"
+    mongodb_write_concern: str = "majority"
+
+    redis_url: str | None = None
+
+    # Tokens. An empty secret outside production is generated once and kept under data_dir.
+    jwt_secret: str = ""
+    jwt_issuer: str = "taskql"
+    jwt_audience: str = "taskql-api"
+    access_token_ttl_seconds: int = Field(15 * 60, ge=60, le=3600)
+    refresh_token_ttl_days: int = Field(30, ge=1, le=365)
+
+    @property
+    def is_production(self) -> bool:
+        return self.taskql_env == "production"
+
+    @property
+    def access_token_ttl(self) -> timedelta:
+        return timedelta(seconds=self.access_token_ttl_seconds)
+
+    @property
+    def refresh_token_ttl(self) -> timedelta:
+        return timedelta(days=self.refresh_token_ttl_days)
+
+    @model_validator(mode="after")
+    def _require_strong_secret_in_production(self) -> Settings:
+        if self.is_production and (
+            self.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS
+            or len(self.jwt_secret) < MIN_SECRET_LENGTH
+        ):
+            raise ValueError(
+                f"TASKQL_ENV=production needs JWT_SECRET: a random string of at least "
+                f"{MIN_SECRET_LENGTH} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        return self
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, or a development secret generated once and kept in data_dir."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: two processes starting together agree on one secret.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
