@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from cross_web import HTTPException
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -36,7 +37,13 @@ class TaskQLGraphQL(GraphQL):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         runtime: Runtime = self._app.state.runtime
-        return await build_context(runtime, request, response, authorization=request.headers.get("authorization"))
+        try:
+            return await build_context(runtime, request, response, authorization=request.headers.get("authorization"))
+        except PyMongoError as exc:
+            # Authentication reads the database before GraphQL runs: report the outage, never its details.
+            request_id = request.state.request_id
+            logger.error("database unavailable while authenticating request %s", request_id, exc_info=exc)
+            raise HTTPException(503, f"Service temporarily unavailable (request id {request_id}).") from exc
 
 
 def build_app(settings: Settings | None = None) -> Starlette:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -57,36 +57,32 @@ class IsAuthenticated(BasePermission):
         return info.context.deps.viewer is not None
 
 
-def _coded(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
-    return GraphQLError(
-        message, nodes=error.nodes, source=error.source, positions=error.positions, path=error.path, extensions=extensions
-    )
+def _recode(error: GraphQLError, message: str, extensions: dict[str, Any]) -> None:
+    error.message = message
+    error.extensions = extensions
+    error.original_error = None
 
 
-class ErrorFormatting(strawberry.extensions.SchemaExtension):
-    """Gives every error an `extensions.code`; unexpected exceptions become a masked INTERNAL_SERVER_ERROR."""
+def format_errors(errors: list[GraphQLError], request_id: str | None) -> None:
+    """Give every error an `extensions.code`; unexpected exceptions become a masked INTERNAL_SERVER_ERROR.
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is not None and getattr(result, "errors", None):
-            result.errors = [self._format(error) for error in result.errors]
-
-    def _format(self, error: GraphQLError) -> GraphQLError:
+    Runs from Schema.process_errors and edits the errors in place: that hook sees every error
+    (parse, validation, execution), while extension hooks are skipped for parse errors.
+    """
+    for error in errors:
         original = error.original_error
         if isinstance(original, DomainError):
             extensions: dict[str, Any] = {"code": original.code}
             if original.field:
                 extensions["field"] = list(original.field)
-            return _coded(error, original.message, extensions)
-        if original is None or isinstance(original, GraphQLError):
-            if error.extensions and "code" in error.extensions:
-                return error
-            code = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
-            return _coded(error, error.message, {**(error.extensions or {}), "code": code})
-        request_id = self.execution_context.context.request_id
-        logger.error("unexpected error in request %s at %s", request_id, error.path, exc_info=original)
-        return _coded(error, "Internal server error.", {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id})
+            _recode(error, original.message, extensions)
+        elif original is None or isinstance(original, GraphQLError):
+            if not (error.extensions and "code" in error.extensions):
+                code = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+                error.extensions = {**(error.extensions or {}), "code": code}
+        else:
+            logger.error("unexpected error in request %s at %s", request_id, error.path, exc_info=original)
+            _recode(error, "Internal server error.", {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id})
 
 
 async def attempt(work: Awaitable[T]) -> tuple[T | None, list[UserError]]:

