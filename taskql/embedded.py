@@ -44,8 +44,19 @@ class EmbeddedMongo:
         port = _free_port()
         log = (self._storage.parent / "secantus.log").open("ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-             "--storage-path", str(self._storage), "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "secantus",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                str(self._storage),
+                "--log-level",
+                "WARNING",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -62,7 +73,9 @@ class EmbeddedMongo:
             while True:
                 assert self._process is not None
                 if self._process.poll() is not None:
-                    raise RuntimeError(f"the embedded database exited early; see {self._storage.parent / 'secantus.log'}")
+                    raise RuntimeError(
+                        f"the embedded database exited early; see {self._storage.parent / 'secantus.log'}"
+                    )
                 try:
                     await client.admin.command("ping")
                     return

@@ -31,12 +31,10 @@ class Settings(BaseSettings):
     mongodb_min_pool_size: int = Field(0, ge=0)
     mongodb_timeout_ms: int = Field(10_000, ge=100)
     mongodb_server_selection_timeout_ms: int = Field(5_000, ge=100)
-    mongodb_read_preference: Literal[
-        "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"
-    ] = "primary"
+    mongodb_read_preference: Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"] = (
+        "primary"
+    )
     mongodb_write_concern: str = "majority"
-
-    redis_url: str | None = None
 
     # Tokens. An empty secret outside production is generated once and kept under data_dir.
     jwt_secret: str = ""
@@ -60,8 +58,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _require_strong_secret_in_production(self) -> Settings:
         if self.is_production and (
-            self.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS
-            or len(self.jwt_secret) < MIN_SECRET_LENGTH
+            self.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS or len(self.jwt_secret) < MIN_SECRET_LENGTH
         ):
             raise ValueError(
                 f"TASKQL_ENV=production needs JWT_SECRET: a random string of at least "

@@ -30,7 +30,9 @@ class Viewer:
         return self.user.role == "ADMIN"
 
 
-def require_readable(project: ProjectRecord | None, viewer: Viewer, *, message: str = PROJECT_NOT_FOUND) -> ProjectRecord:
+def require_readable(
+    project: ProjectRecord | None, viewer: Viewer, *, message: str = PROJECT_NOT_FOUND
+) -> ProjectRecord:
     """Viewers, editors, owners and admins read; to anyone else the project does not exist."""
     if project is None or (not viewer.is_admin and project.role_of(viewer.id) is None):
         raise NotFound(message)

@@ -63,9 +63,10 @@ async def append_event(
 
 
 async def page_task_activity(db: Database, *, task_id: ObjectId, page: PageRequest) -> Page[ActivityRecord]:
-    return await paginate(db.activity, match={"task_id": task_id}, sort=OLDEST_FIRST, page=page, parse=ActivityRecord.from_doc)
+    return await paginate(
+        db.activity, match={"task_id": task_id}, sort=OLDEST_FIRST, page=page, parse=ActivityRecord.from_doc
+    )
 
 
 async def count_task_activity(db: Database, *, task_id: ObjectId) -> int:
     return await count(db.activity, match={"task_id": task_id})
-

@@ -20,13 +20,23 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry_ttl"),
     ],
     "projects": [
-        IndexModel([("members.user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="member_created"),
+        IndexModel(
+            [("members.user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="member_created"
+        ),
         IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created"),
     ],
     "tasks": [
-        *(IndexModel([("project_id", ASCENDING), (key, ASCENDING), ("_id", ASCENDING)], name=f"project_{key}") for key in TASK_ORDER_KEYS),
-        *(IndexModel([("assignee_id", ASCENDING), (key, ASCENDING), ("_id", ASCENDING)], name=f"assignee_{key}") for key in TASK_ORDER_KEYS),
-        IndexModel([("project_id", ASCENDING), ("status", ASCENDING), ("due_sort", ASCENDING)], name="project_status_due"),
+        *(
+            IndexModel([("project_id", ASCENDING), (key, ASCENDING), ("_id", ASCENDING)], name=f"project_{key}")
+            for key in TASK_ORDER_KEYS
+        ),
+        *(
+            IndexModel([("assignee_id", ASCENDING), (key, ASCENDING), ("_id", ASCENDING)], name=f"assignee_{key}")
+            for key in TASK_ORDER_KEYS
+        ),
+        IndexModel(
+            [("project_id", ASCENDING), ("status", ASCENDING), ("due_sort", ASCENDING)], name="project_status_due"
+        ),
         IndexModel([("project_id", ASCENDING), ("search_terms", ASCENDING)], name="project_search_terms"),
         IndexModel([("search_terms", ASCENDING)], name="search_terms"),
     ],

@@ -54,7 +54,13 @@ def _member_doc(user_id: ObjectId, role: str, now: datetime) -> dict[str, Any]:
 
 
 async def insert_project(
-    db: Database, *, name: str, description: str, owner_id: ObjectId, now: datetime, session: AsyncClientSession | None = None
+    db: Database,
+    *,
+    name: str,
+    description: str,
+    owner_id: ObjectId,
+    now: datetime,
+    session: AsyncClientSession | None = None,
 ) -> ProjectRecord:
     doc = {
         "_id": ObjectId(),
@@ -98,7 +104,12 @@ async def share_a_project(db: Database, *, user_ids: Sequence[ObjectId]) -> bool
 
 
 async def update_project(
-    db: Database, *, project_id: ObjectId, changes: dict[str, Any], now: datetime, session: AsyncClientSession | None = None
+    db: Database,
+    *,
+    project_id: ObjectId,
+    changes: dict[str, Any],
+    now: datetime,
+    session: AsyncClientSession | None = None,
 ) -> ProjectRecord | None:
     doc = await db.projects.find_one_and_update(
         {"_id": project_id},
@@ -110,7 +121,13 @@ async def update_project(
 
 
 async def add_member(
-    db: Database, *, project_id: ObjectId, user_id: ObjectId, role: str, now: datetime, session: AsyncClientSession | None = None
+    db: Database,
+    *,
+    project_id: ObjectId,
+    user_id: ObjectId,
+    role: str,
+    now: datetime,
+    session: AsyncClientSession | None = None,
 ) -> ProjectRecord | None:
     """Adds the member unless already present (checked in the same atomic update); None if not added."""
     doc = await db.projects.find_one_and_update(
@@ -123,11 +140,19 @@ async def add_member(
 
 
 async def set_member_role(
-    db: Database, *, project_id: ObjectId, user_id: ObjectId, role: str, now: datetime, session: AsyncClientSession | None = None
+    db: Database,
+    *,
+    project_id: ObjectId,
+    user_id: ObjectId,
+    role: str,
+    now: datetime,
+    session: AsyncClientSession | None = None,
 ) -> ProjectRecord | None:
     doc = await db.projects.find_one_and_update(
         {"_id": project_id, "members.user_id": user_id},
-        {"$set": {"members.$.role": role, "updated_at": now}},
+        # An array filter, not the positional `$`: SecantusDB's findAndModify rejects `$` (MongoDB takes both).
+        {"$set": {"members.$[member].role": role, "updated_at": now}},
+        array_filters=[{"member.user_id": user_id}],
         return_document=ReturnDocument.AFTER,
         session=session,
     )

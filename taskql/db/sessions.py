@@ -77,7 +77,9 @@ async def revoke_family(db: Database, *, family_id: ObjectId, now: datetime) -> 
     await db.sessions.update_many({"family_id": family_id, "revoked_at": None}, {"$set": {"revoked_at": now}})
 
 
-async def revoke_user_sessions(db: Database, *, user_id: ObjectId, now: datetime, keep_family: ObjectId | None = None) -> None:
+async def revoke_user_sessions(
+    db: Database, *, user_id: ObjectId, now: datetime, keep_family: ObjectId | None = None
+) -> None:
     query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
     if keep_family is not None:
         query["family_id"] = {"$ne": keep_family}

@@ -16,7 +16,12 @@ from taskql.db.search_terms import terms_of
 PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
 # Tasks without a due date sort after every dated task (ascending), through this stored sort key.
 NO_DUE_DATE = datetime(9999, 12, 31, tzinfo=UTC)
-ORDER_FIELDS = {"CREATED_AT": "created_at", "UPDATED_AT": "updated_at", "DUE_AT": "due_sort", "PRIORITY": "priority_rank"}
+ORDER_FIELDS = {
+    "CREATED_AT": "created_at",
+    "UPDATED_AT": "updated_at",
+    "DUE_AT": "due_sort",
+    "PRIORITY": "priority_rank",
+}
 # Derived fields are for queries only; they are never loaded into records.
 _HIDDEN = {"search_terms": 0, "title_terms": 0}
 
@@ -177,7 +182,9 @@ async def delete_task(
     return result.deleted_count == 1
 
 
-async def delete_project_tasks(db: Database, *, project_id: ObjectId, session: AsyncClientSession | None = None) -> None:
+async def delete_project_tasks(
+    db: Database, *, project_id: ObjectId, session: AsyncClientSession | None = None
+) -> None:
     await db.tasks.delete_many({"project_id": project_id}, session=session)
 
 
@@ -187,7 +194,9 @@ async def unassign_user(
     """Clear a removed member's assignments; returns the tasks changed."""
     ids = [
         doc["_id"]
-        async for doc in db.tasks.find({"project_id": project_id, "assignee_id": user_id}, projection={"_id": 1}, session=session)
+        async for doc in db.tasks.find(
+            {"project_id": project_id, "assignee_id": user_id}, projection={"_id": 1}, session=session
+        )
     ]
     if ids:
         await db.tasks.update_many(
@@ -224,7 +233,7 @@ async def search_tasks(db: Database, *, scope: TaskScope, terms: Sequence[str], 
         sort=SEARCH_ORDER,
         page=page,
         parse=TaskRecord.from_doc,
-        projection={**_HIDDEN, "search_rank": 0},
+        projection=_HIDDEN,  # search_rank stays: cursors are made of it
     )
 
 

@@ -39,7 +39,9 @@ class UserRecord:
 EMAIL_TAKEN = "An account with this email already exists."
 
 
-async def insert_user(db: Database, *, email: str, name: str, password_hash: str, role: str, now: datetime) -> UserRecord:
+async def insert_user(
+    db: Database, *, email: str, name: str, password_hash: str, role: str, now: datetime
+) -> UserRecord:
     doc = {
         "_id": ObjectId(),
         "email": email,
@@ -66,7 +68,12 @@ async def find_users_by_ids(db: Database, *, ids: Sequence[ObjectId]) -> list[Us
 
 
 async def update_user(
-    db: Database, *, user_id: ObjectId, changes: dict[str, Any], now: datetime, session: AsyncClientSession | None = None
+    db: Database,
+    *,
+    user_id: ObjectId,
+    changes: dict[str, Any],
+    now: datetime,
+    session: AsyncClientSession | None = None,
 ) -> UserRecord | None:
     try:
         doc = await db.users.find_one_and_update(

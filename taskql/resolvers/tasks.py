@@ -45,7 +45,9 @@ def _order_spec(order: TaskOrder | None) -> TaskOrderSpec:
     return TaskOrderSpec(order.field.value, order.direction.value) if order else TaskOrderSpec()
 
 
-async def _list(info: strawberry.Info, scope: TaskScope, order: TaskOrder | None, page: PageRequest) -> Connection[Task]:
+async def _list(
+    info: strawberry.Info, scope: TaskScope, order: TaskOrder | None, page: PageRequest
+) -> Connection[Task]:
     service = info.context.tasks
     records = await service.page(scope, _order_spec(order), page)
     return to_connection(records, Task.from_record, lambda: service.count(scope))

@@ -78,7 +78,9 @@ def format_errors(errors: list[GraphQLError], request_id: str | None) -> None:
             _recode(error, original.message, extensions)
         elif original is None or isinstance(original, GraphQLError):
             if not (error.extensions and "code" in error.extensions):
-                code = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+                code = (
+                    "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+                )
                 error.extensions = {**(error.extensions or {}), "code": code}
         else:
             logger.error("unexpected error in request %s at %s", request_id, error.path, exc_info=original)

@@ -83,4 +83,3 @@ def to_connection(page: Page[R], convert: Callable[[R], N], count: Callable[[], 
         ),
         count=count,
     )
-

@@ -32,7 +32,9 @@ class Query:
     task: Task | None = strawberry.field(resolver=task_fields.task, permission_classes=AUTHENTICATED)
     tasks: Connection[Task] = strawberry.field(resolver=task_fields.tasks, permission_classes=AUTHENTICATED)
     my_tasks: Connection[Task] = strawberry.field(resolver=task_fields.my_tasks, permission_classes=AUTHENTICATED)
-    search_tasks: Connection[Task] = strawberry.field(resolver=task_fields.search_tasks, permission_classes=AUTHENTICATED)
+    search_tasks: Connection[Task] = strawberry.field(
+        resolver=task_fields.search_tasks, permission_classes=AUTHENTICATED
+    )
 
 
 @strawberry.type
@@ -41,11 +43,21 @@ class Mutation:
     login: AuthPayload = strawberry.mutation(resolver=user_fields.login)
     refresh_token: AuthPayload = strawberry.mutation(resolver=user_fields.refresh_token)
     logout: LogoutPayload = strawberry.mutation(resolver=user_fields.logout)
-    logout_all: LogoutPayload | None = strawberry.mutation(resolver=user_fields.logout_all, permission_classes=AUTHENTICATED)
-    update_profile: UserPayload | None = strawberry.mutation(resolver=user_fields.update_profile, permission_classes=AUTHENTICATED)
-    change_password: UserPayload | None = strawberry.mutation(resolver=user_fields.change_password, permission_classes=AUTHENTICATED)
-    create_project: ProjectPayload | None = strawberry.mutation(resolver=project_fields.create_project, permission_classes=AUTHENTICATED)
-    update_project: ProjectPayload | None = strawberry.mutation(resolver=project_fields.update_project, permission_classes=AUTHENTICATED)
+    logout_all: LogoutPayload | None = strawberry.mutation(
+        resolver=user_fields.logout_all, permission_classes=AUTHENTICATED
+    )
+    update_profile: UserPayload | None = strawberry.mutation(
+        resolver=user_fields.update_profile, permission_classes=AUTHENTICATED
+    )
+    change_password: UserPayload | None = strawberry.mutation(
+        resolver=user_fields.change_password, permission_classes=AUTHENTICATED
+    )
+    create_project: ProjectPayload | None = strawberry.mutation(
+        resolver=project_fields.create_project, permission_classes=AUTHENTICATED
+    )
+    update_project: ProjectPayload | None = strawberry.mutation(
+        resolver=project_fields.update_project, permission_classes=AUTHENTICATED
+    )
     delete_project: DeleteProjectPayload | None = strawberry.mutation(
         resolver=project_fields.delete_project, permission_classes=AUTHENTICATED
     )
@@ -58,9 +70,15 @@ class Mutation:
     remove_project_member: ProjectPayload | None = strawberry.mutation(
         resolver=project_fields.remove_project_member, permission_classes=AUTHENTICATED
     )
-    create_task: TaskPayload | None = strawberry.mutation(resolver=task_fields.create_task, permission_classes=AUTHENTICATED)
-    update_task: TaskPayload | None = strawberry.mutation(resolver=task_fields.update_task, permission_classes=AUTHENTICATED)
-    delete_task: DeleteTaskPayload | None = strawberry.mutation(resolver=task_fields.delete_task, permission_classes=AUTHENTICATED)
+    create_task: TaskPayload | None = strawberry.mutation(
+        resolver=task_fields.create_task, permission_classes=AUTHENTICATED
+    )
+    update_task: TaskPayload | None = strawberry.mutation(
+        resolver=task_fields.update_task, permission_classes=AUTHENTICATED
+    )
+    delete_task: DeleteTaskPayload | None = strawberry.mutation(
+        resolver=task_fields.delete_task, permission_classes=AUTHENTICATED
+    )
 
 
 class TaskQLSchema(strawberry.Schema):

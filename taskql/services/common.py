@@ -13,7 +13,6 @@ from taskql.errors import Unauthenticated
 from taskql.loaders.entities import Loaders
 from taskql.settings import Settings
 
-
 SIGN_IN = "Sign in to do this: send `Authorization: Bearer <access token>`."
 
 

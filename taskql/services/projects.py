@@ -58,7 +58,9 @@ class ProjectService:
         if name is not None:
             changes["name"] = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
         if description is not None:
-            changes["description"] = check.text(("input", "description"), description, max_length=DESCRIPTION_MAX_LENGTH)
+            changes["description"] = check.text(
+                ("input", "description"), description, max_length=DESCRIPTION_MAX_LENGTH
+            )
         check.raise_if_any()
         return changes
 
@@ -88,7 +90,12 @@ class ProjectService:
 
         async def write(session: AsyncClientSession | None) -> ProjectRecord:
             project = await projects_db.insert_project(
-                self._db, name=fields["name"], description=fields["description"], owner_id=viewer.id, now=utcnow(), session=session
+                self._db,
+                name=fields["name"],
+                description=fields["description"],
+                owner_id=viewer.id,
+                now=utcnow(),
+                session=session,
             )
             await self._record(session, project.id, "PROJECT_CREATED", ["name", "description"])
             return project

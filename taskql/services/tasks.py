@@ -177,7 +177,9 @@ class TaskService:
 
         return self._deps.loaders.tasks.remember(await self._db.in_transaction(write))
 
-    async def update(self, task_id: ObjectId, changes: Mapping[str, Any], *, expected_version: int | None) -> TaskRecord:
+    async def update(
+        self, task_id: ObjectId, changes: Mapping[str, Any], *, expected_version: int | None
+    ) -> TaskRecord:
         """Partial update. With expected_version, a stale version is a VERSION_CONFLICT (no lost update)."""
         current, project = await self._writable(task_id)
         clean = _check_values(changes, project)
@@ -187,16 +189,7 @@ class TaskService:
             changed = {key: value for key, value in clean.items() if getattr(current, key) != _as_stored(value)}
             if not changed:
                 return current
-            now = utcnow()
-            update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
-
-            async def write(session: AsyncClientSession | None, base: TaskRecord = current) -> TaskRecord | None:
-                updated = await tasks_db.update_task_if_version(self._db, current=base, changes=update, session=session)
-                if updated is not None:
-                    await self._record(session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now)
-                return updated
-
-            updated = await self._db.in_transaction(write)
+            updated = await self._write_update(current, changed)
             if updated is not None:
                 return self._deps.loaders.tasks.remember(updated)
             # Someone else wrote first: compare against the latest version.
@@ -205,6 +198,19 @@ class TaskService:
                 raise NotFound(TASK_NOT_FOUND)
             current = fresh[0]
         raise VersionConflict(STALE_VERSION)
+
+    async def _write_update(self, current: TaskRecord, changed: dict[str, Any]) -> TaskRecord | None:
+        """Compare-and-set on current.version, with its activity event; None if the version moved on."""
+        now = utcnow()
+        update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
+
+        async def write(session: AsyncClientSession | None) -> TaskRecord | None:
+            updated = await tasks_db.update_task_if_version(self._db, current=current, changes=update, session=session)
+            if updated is not None:
+                await self._record(session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now)
+            return updated
+
+        return await self._db.in_transaction(write)
 
     async def delete(self, task_id: ObjectId, *, expected_version: int | None) -> None:
         current, _ = await self._writable(task_id)

@@ -163,7 +163,9 @@ class AccountService:
         user = await users_db.update_user(self._db, user_id=viewer.id, changes={"password_hash": new_hash}, now=now)
         if user is None:
             raise NotFound(USER_NOT_FOUND)
-        await sessions_db.revoke_user_sessions(self._db, user_id=viewer.id, now=now, keep_family=viewer.session_family_id)
+        await sessions_db.revoke_user_sessions(
+            self._db, user_id=viewer.id, now=now, keep_family=viewer.session_family_id
+        )
         return user
 
 
