@@ -65,10 +65,11 @@ async def find_session_by_hash(db: Database, *, token_hash: str) -> SessionRecor
     return SessionRecord.from_doc(doc) if doc else None
 
 
-async def is_family_active(db: Database, *, family_id: ObjectId, user_id: ObjectId) -> bool:
+async def is_family_active(db: Database, *, family_id: ObjectId, user_id: ObjectId, now: datetime) -> bool:
     """A login stays valid while its family has a token that is neither revoked nor expired."""
     doc = await db.sessions.find_one(
-        {"family_id": family_id, "user_id": user_id, "revoked_at": None}, projection={"_id": 1}
+        {"family_id": family_id, "user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}},
+        projection={"_id": 1},
     )
     return doc is not None
 

@@ -41,7 +41,7 @@ async def authenticate(runtime: Runtime, authorization: str | None) -> Viewer | 
     users = await users_db.find_users_by_ids(runtime.db, ids=[claims.user_id])
     # A logout (or logoutAll) revokes the login's family: its access tokens stop working at once.
     if not users or not await sessions_db.is_family_active(
-        runtime.db, family_id=claims.session_family_id, user_id=claims.user_id
+        runtime.db, family_id=claims.session_family_id, user_id=claims.user_id, now=utcnow()
     ):
         raise Unauthenticated("The session has ended; sign in again.")
     return Viewer(user=users[0], session_family_id=claims.session_family_id)
