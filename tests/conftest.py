@@ -52,11 +52,15 @@ class GraphQLClient:
         self.user: dict[str, Any] = {}
         self.refresh_token = ""
 
-    async def post(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
         headers = {}
         if token or self.token:
             headers["authorization"] = f"Bearer {token or self.token}"
-        response = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -112,7 +116,9 @@ async def sign_up(anonymous: GraphQLClient, name: str = "User") -> GraphQLClient
 
 async def make_admin(settings: Settings, client: GraphQLClient) -> None:
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri)
-    await mongo[settings.mongodb_database].users.update_one({"email": client.user["email"]}, {"$set": {"role": "ADMIN"}})
+    await mongo[settings.mongodb_database].users.update_one(
+        {"email": client.user["email"]}, {"$set": {"role": "ADMIN"}}
+    )
     await mongo.close()
 
 
@@ -144,7 +150,9 @@ async def create_project(client: GraphQLClient, name: str = "Project") -> str:
 
 async def add_member(owner: GraphQLClient, project_id: str, member: GraphQLClient, role: str) -> None:
     payload = (
-        await owner.execute(ADD_MEMBER, {"input": {"projectId": project_id, "email": member.user["email"], "role": role}})
+        await owner.execute(
+            ADD_MEMBER, {"input": {"projectId": project_id, "email": member.user["email"], "role": role}}
+        )
     )["addProjectMember"]
     assert payload["userErrors"] == []
 

@@ -28,7 +28,9 @@ async def test_embedded_database_keeps_data_across_restarts(tmp_path: Path) -> N
 
     registered = await _run(settings, lambda client: sign_up(client, "Laptop"))
     email = registered.user["email"]
-    again = await _run(settings, lambda client: client.execute(LOGIN, {"input": {"email": email, "password": PASSWORD}}))
+    again = await _run(
+        settings, lambda client: client.execute(LOGIN, {"input": {"email": email, "password": PASSWORD}})
+    )
 
     assert again["login"] == {"user": {"email": email}, "userErrors": []}
     assert (tmp_path / "db").is_dir()

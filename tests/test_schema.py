@@ -18,7 +18,8 @@ def test_schema_keeps_the_contract_names() -> None:
 
     for line in (
         "interface Node",
-        "tasks(projectId: ID!, filter: TaskFilter = null, orderBy: TaskOrder = null, first: Int = null, after: String = null, last: Int = null, before: String = null): TaskConnection!",
+        "tasks(projectId: ID!, filter: TaskFilter = null, orderBy: TaskOrder = null, "
+        "first: Int = null, after: String = null, last: Int = null, before: String = null): TaskConnection!",
         "searchTasks(query: String!, projectId: ID = null, first: Int = null, after: String = null): TaskConnection!",
         "updateTask(input: UpdateTaskInput!): TaskPayload",
     ):

@@ -51,7 +51,9 @@ async def test_queries_work_over_get_but_mutations_do_not(anonymous: GraphQLClie
 
     query = await anonymous.http.get("/graphql", params={"query": VIEWER}, headers=headers)
     mutation = await anonymous.http.get(
-        "/graphql", params={"query": 'mutation { createProject(input: {name: "x"}) { project { id } } }'}, headers=headers
+        "/graphql",
+        params={"query": 'mutation { createProject(input: {name: "x"}) { project { id } } }'},
+        headers=headers,
     )
 
     assert query.json()["data"]["viewer"]["name"] == "Getter"
@@ -77,7 +79,9 @@ async def doomed_database(tmp_path: Path) -> AsyncIterator[SecantusDBServer]:
         server.stop()
 
 
-async def test_database_outage_is_masked_and_reported_by_readyz(doomed_database: SecantusDBServer, tmp_path: Path) -> None:
+async def test_database_outage_is_masked_and_reported_by_readyz(
+    doomed_database: SecantusDBServer, tmp_path: Path
+) -> None:
     settings = Settings(
         _env_file=None,
         taskql_env="test",
@@ -95,7 +99,9 @@ async def test_database_outage_is_masked_and_reported_by_readyz(doomed_database:
             port = doomed_database.uri.rsplit(":", 1)[1].strip("/")
             doomed_database.stop()
 
-            signed_in = await http.post("/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {client.token}"})
+            signed_in = await http.post(
+                "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {client.token}"}
+            )
             body: dict[str, Any] = await GraphQLClient(http).post(CREATE_USER_REQUEST)
             ready = await http.get("/readyz")
 

@@ -63,7 +63,9 @@ async def test_stale_expected_version_is_a_version_conflict(owner_client: GraphQ
     task = await create_task(owner_client, project_id)
     await owner_client.execute(UPDATE_TASK, {"input": {"id": task["id"], "title": "first", "expectedVersion": 1}})
 
-    data = await owner_client.execute(UPDATE_TASK, {"input": {"id": task["id"], "title": "second", "expectedVersion": 1}})
+    data = await owner_client.execute(
+        UPDATE_TASK, {"input": {"id": task["id"], "title": "second", "expectedVersion": 1}}
+    )
 
     assert data["updateTask"]["task"] is None
     assert data["updateTask"]["userErrors"][0]["code"] == "VERSION_CONFLICT"
@@ -71,12 +73,16 @@ async def test_stale_expected_version_is_a_version_conflict(owner_client: GraphQ
     assert (current["title"], current["version"]) == ("first", 2)
 
 
-async def test_concurrent_updates_with_same_version_exactly_one_wins(owner_client: GraphQLClient, project_id: str) -> None:
+async def test_concurrent_updates_with_same_version_exactly_one_wins(
+    owner_client: GraphQLClient, project_id: str
+) -> None:
     task = await create_task(owner_client, project_id)
 
     results = await asyncio.gather(
         *(
-            owner_client.execute(UPDATE_TASK, {"input": {"id": task["id"], "title": f"writer {i}", "expectedVersion": 1}})
+            owner_client.execute(
+                UPDATE_TASK, {"input": {"id": task["id"], "title": f"writer {i}", "expectedVersion": 1}}
+            )
             for i in range(20)
         )
     )
@@ -99,20 +105,37 @@ async def test_concurrent_updates_without_version_lose_nothing(owner_client: Gra
         owner_client.execute(UPDATE_TASK, {"input": {"id": task["id"], "tags": ["x"]}}),
     )
 
-    data = await owner_client.execute("query($id: ID!) { task(id: $id) { title priority tags version } }", {"id": task["id"]})
+    data = await owner_client.execute(
+        "query($id: ID!) { task(id: $id) { title priority tags version } }", {"id": task["id"]}
+    )
     assert data["task"] == {"title": "new title", "priority": "URGENT", "tags": ["x"], "version": 4}
 
 
-async def test_invalid_fields_are_reported_per_field_and_nothing_is_written(owner_client: GraphQLClient, project_id: str) -> None:
+async def test_invalid_fields_are_reported_per_field_and_nothing_is_written(
+    owner_client: GraphQLClient, project_id: str
+) -> None:
     long_title = "x" * 201
     data = await owner_client.execute(
         CREATE_TASK,
-        {"input": {"projectId": project_id, "title": long_title, "description": "d" * 10_001, "tags": ["t"] * 1 + [f"t{i}" for i in range(20)], "dueAt": "2030-01-01T00:00:00"}},
+        {
+            "input": {
+                "projectId": project_id,
+                "title": long_title,
+                "description": "d" * 10_001,
+                "tags": ["t"] * 1 + [f"t{i}" for i in range(20)],
+                "dueAt": "2030-01-01T00:00:00",
+            }
+        },
     )
 
     errors = data["createTask"]["userErrors"]
     assert data["createTask"]["task"] is None
-    assert {tuple(e["field"]) for e in errors} == {("input", "title"), ("input", "description"), ("input", "tags"), ("input", "dueAt")}
+    assert {tuple(e["field"]) for e in errors} == {
+        ("input", "title"),
+        ("input", "description"),
+        ("input", "tags"),
+        ("input", "dueAt"),
+    }
     assert {e["code"] for e in errors} == {"VALIDATION"}
     count = await owner_client.execute("query($p: ID!) { tasks(projectId: $p) { totalCount } }", {"p": project_id})
     assert count["tasks"]["totalCount"] == 0
@@ -124,7 +147,9 @@ async def test_assignee_must_be_a_project_member(
     task = await create_task(owner_client, project_id, assigneeId=editor_client.user["id"])
     assert task["assignee"]["id"] == editor_client.user["id"]
 
-    data = await owner_client.execute(UPDATE_TASK, {"input": {"id": task["id"], "assigneeId": outsider_client.user["id"]}})
+    data = await owner_client.execute(
+        UPDATE_TASK, {"input": {"id": task["id"], "assigneeId": outsider_client.user["id"]}}
+    )
 
     assert data["updateTask"]["userErrors"] == [
         {"code": "VALIDATION", "field": ["input", "assigneeId"], "message": "must be a member of the project"}

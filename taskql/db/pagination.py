@@ -129,9 +129,13 @@ async def paginate(
     parse: Callable[[dict[str, Any]], T],
     add_fields: dict[str, Any] | None = None,
     projection: dict[str, Any] | None = None,
+    prefilter: dict[str, Any] | None = None,
 ) -> Page[T]:
-    """One page of `collection` in `sort` order; one extra probe when a cursor's far side is asked about."""
-    head: list[dict[str, Any]] = [{"$match": match}]
+    """One page of `collection` in `sort` order; one extra probe when a cursor's far side is asked about.
+
+    `prefilter`, when given, is a $match run before `match`, shaped so the planner serves it from an index.
+    """
+    head: list[dict[str, Any]] = [*_prefilter_stage(prefilter), {"$match": match}]
     if add_fields:
         head.append({"$addFields": add_fields})
     walk = -sort.direction if page.backward else sort.direction
@@ -163,5 +167,15 @@ async def paginate(
     return Page(edges, has_next_page=has_more, has_previous_page=has_behind)
 
 
-async def count(collection: AsyncCollection, *, match: dict[str, Any]) -> int:
-    return await collection.count_documents(match)
+def _prefilter_stage(prefilter: dict[str, Any] | None) -> list[dict[str, Any]]:
+    # SecantusDB plans an index only from the first $match, and only if every predicate in it is an
+    # indexed equality or range; MongoDB merges adjacent $match stages, so this costs it nothing.
+    return [{"$match": prefilter}] if prefilter else []
+
+
+async def count(collection: AsyncCollection, *, match: dict[str, Any], prefilter: dict[str, Any] | None = None) -> int:
+    if not prefilter:
+        return await collection.count_documents(match)
+    pipeline = [*_prefilter_stage(prefilter), {"$match": match}, {"$count": "n"}]
+    rows = await (await collection.aggregate(pipeline)).to_list()
+    return rows[0]["n"] if rows else 0

@@ -123,6 +123,14 @@ class TaskScope:
             query["assignee_id"] = self.assignee_id
         return query
 
+    def index_prefix(self) -> dict[str, Any]:
+        """The equality that leads this scope's indexes (see db/indexes.py), run as a first `$match`."""
+        if self.project_ids is not None and len(self.project_ids) == 1:
+            return {"project_id": self.project_ids[0]}
+        if self.assignee_id is not None:
+            return {"assignee_id": self.assignee_id}
+        return {}
+
 
 def _derived(doc: dict[str, Any]) -> dict[str, Any]:
     """Fields computed from the task's own values, recomputed on every write."""
@@ -209,12 +217,18 @@ async def unassign_user(
 
 async def page_tasks(db: Database, *, scope: TaskScope, order: TaskOrderSpec, page: PageRequest) -> Page[TaskRecord]:
     return await paginate(
-        db.tasks, match=scope.to_query(), sort=order.sort_key, page=page, parse=TaskRecord.from_doc, projection=_HIDDEN
+        db.tasks,
+        match=scope.to_query(),
+        prefilter=scope.index_prefix(),
+        sort=order.sort_key,
+        page=page,
+        parse=TaskRecord.from_doc,
+        projection=_HIDDEN,
     )
 
 
 async def count_tasks(db: Database, *, scope: TaskScope) -> int:
-    return await count(db.tasks, match=scope.to_query())
+    return await count(db.tasks, match=scope.to_query(), prefilter=scope.index_prefix())
 
 
 SEARCH_ORDER = SortKey(name="tasks.search", field="search_rank", direction=-1)
@@ -224,11 +238,19 @@ def _search_query(scope: TaskScope, terms: Sequence[str]) -> dict[str, Any]:
     return {**scope.to_query(), "search_terms": {"$all": list(terms)}}
 
 
+def _search_prefilter(scope: TaskScope, terms: Sequence[str]) -> dict[str, Any]:
+    """One term (the longest, likely the rarest) as an equality, plus the project when there is one:
+    a shape every planner serves from an index (SecantusDB scans the collection for `$all`)."""
+    project = {key: value for key, value in scope.index_prefix().items() if key == "project_id"}
+    return {**project, "search_terms": max(terms, key=len)}
+
+
 async def search_tasks(db: Database, *, scope: TaskScope, terms: Sequence[str], page: PageRequest) -> Page[TaskRecord]:
     """Tasks containing every term; title matches (rank 1) before description-only ones, newest first."""
     return await paginate(
         db.tasks,
         match=_search_query(scope, terms),
+        prefilter=_search_prefilter(scope, terms),
         add_fields={"search_rank": {"$cond": [{"$setIsSubset": [list(terms), "$title_terms"]}, 1, 0]}},
         sort=SEARCH_ORDER,
         page=page,
@@ -238,7 +260,7 @@ async def search_tasks(db: Database, *, scope: TaskScope, terms: Sequence[str], 
 
 
 async def count_search(db: Database, *, scope: TaskScope, terms: Sequence[str]) -> int:
-    return await count(db.tasks, match=_search_query(scope, terms))
+    return await count(db.tasks, match=_search_query(scope, terms), prefilter=_search_prefilter(scope, terms))
 
 
 @dataclass(frozen=True)

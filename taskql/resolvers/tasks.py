@@ -91,7 +91,7 @@ async def my_tasks(
 ) -> Connection[Task]:
     """Tasks assigned to the viewer, across projects."""
     page = PageRequest(first=first, after=after)
-    return await _list(info, info.context.tasks.my_scope(_filter_spec(filter)), order_by, page)
+    return await _list(info, await info.context.tasks.my_scope(_filter_spec(filter)), order_by, page)
 
 
 async def search_tasks(

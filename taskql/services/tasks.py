@@ -100,8 +100,11 @@ class TaskService:
         await self._readable_project(project_id)
         return TaskScope(project_ids=[project_id], filter=task_filter)
 
-    def my_scope(self, task_filter: TaskFilterSpec) -> TaskScope:
-        return TaskScope(assignee_id=self._deps.require_viewer().id, filter=task_filter)
+    async def my_scope(self, task_filter: TaskFilterSpec) -> TaskScope:
+        """Assigned to the viewer, in projects they can read: an assignment that raced their removal stays hidden."""
+        viewer = self._deps.require_viewer()
+        project_ids = None if viewer.is_admin else await project_ids_of_member(self._db, user_id=viewer.id)
+        return TaskScope(project_ids=project_ids, assignee_id=viewer.id, filter=task_filter)
 
     async def page(self, scope: TaskScope, order: TaskOrderSpec, page: PageRequest) -> Page[TaskRecord]:
         return await tasks_db.page_tasks(self._db, scope=scope, order=order, page=page)
