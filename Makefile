@@ -23,6 +23,7 @@ run: $(STAMP_RUN)
 	$(VENV)/bin/taskql serve
 
 test: $(STAMP_TEST)
+	$(VENV)/bin/ruff check taskql tests
 	$(VENV)/bin/pytest
 
 schema: $(STAMP_RUN)

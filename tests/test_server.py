@@ -114,3 +114,15 @@ async def test_database_outage_is_masked_and_reported_by_readyz(
     assert error["extensions"]["requestId"]
     assert port not in str(body)
     assert (ready.status_code, ready.json()["failing"]) == (503, ["mongodb"])
+
+
+async def test_production_serves_no_graphiql(settings: Settings) -> None:
+    production = settings.model_copy(update={"taskql_env": "production"})
+    app = build_app(production)
+    async with LifespanManager(app) as manager:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as http:
+            page = await http.get("/graphql", headers={"accept": "text/html"})
+            query = await http.get("/graphql", params={"query": "{ viewer { id } }"})
+
+    assert "graphiql" not in page.text.lower()
+    assert query.json() == {"data": {"viewer": None}}

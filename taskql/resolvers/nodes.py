@@ -15,6 +15,7 @@ MAX_NODES = MAX_PAGE_SIZE
 
 
 async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
+    """Any object (User, Project, Task) by its global ID."""
     type_name, object_id = decode_any_id(id)
     context = info.context
     if type_name == "Task":

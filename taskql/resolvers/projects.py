@@ -37,6 +37,7 @@ async def projects(
 
 
 async def project(info: strawberry.Info, id: strawberry.ID) -> Project | None:
+    """A project the viewer can see, by ID."""
     return Project.from_record(await info.context.projects.get(decode_id(id, "Project")))
 
 
@@ -46,32 +47,38 @@ async def _payload(work: Awaitable[ProjectRecord]) -> ProjectPayload:
 
 
 async def create_project(info: strawberry.Info, input: CreateProjectInput) -> ProjectPayload:
+    """Create a project; the viewer becomes its owner."""
     return await _payload(info.context.projects.create(name=input.name, description=input.description))
 
 
 async def update_project(info: strawberry.Info, input: UpdateProjectInput) -> ProjectPayload:
+    """Rename or re-describe a project (owners)."""
     project_id = decode_id(input.id, "Project", argument="input.id")
     return await _payload(info.context.projects.update(project_id, name=input.name, description=input.description))
 
 
 async def delete_project(info: strawberry.Info, input: DeleteProjectInput) -> DeleteProjectPayload:
+    """Delete a project and its tasks (owners); its activity trail is kept."""
     project_id = decode_id(input.id, "Project", argument="input.id")
     _, errors = await attempt(info.context.projects.delete(project_id))
     return DeleteProjectPayload(deleted_project_id=None if errors else input.id, user_errors=errors)
 
 
 async def add_project_member(info: strawberry.Info, input: AddProjectMemberInput) -> ProjectPayload:
+    """Add a registered user, by email, with a role (owners)."""
     project_id = decode_id(input.project_id, "Project", argument="input.projectId")
     return await _payload(info.context.projects.add_member(project_id, email=input.email, role=input.role.value))
 
 
 async def update_project_member(info: strawberry.Info, input: UpdateProjectMemberInput) -> ProjectPayload:
+    """Change a member's role (owners); the project's owner keeps OWNER."""
     project_id = decode_id(input.project_id, "Project", argument="input.projectId")
     user_id = decode_id(input.user_id, "User", argument="input.userId")
     return await _payload(info.context.projects.update_member(project_id, user_id=user_id, role=input.role.value))
 
 
 async def remove_project_member(info: strawberry.Info, input: RemoveProjectMemberInput) -> ProjectPayload:
+    """Remove a member (owners), or leave a project; their tasks become unassigned."""
     project_id = decode_id(input.project_id, "Project", argument="input.projectId")
     user_id = decode_id(input.user_id, "User", argument="input.userId")
     return await _payload(info.context.projects.remove_member(project_id, user_id=user_id))

@@ -78,6 +78,7 @@ async def tasks(
     last: int | None = None,
     before: str | None = None,
 ) -> Connection[Task]:
+    """A project's tasks, filtered and ordered, as a keyset-paginated connection."""
     project = decode_id(project_id, "Project", argument="projectId")
     return await project_tasks(info, project, filter, order_by, first, after, last, before)
 
@@ -111,6 +112,7 @@ async def search_tasks(
 
 
 async def task(info: strawberry.Info, id: strawberry.ID) -> Task | None:
+    """A task the viewer can see, by ID."""
     return Task.from_record(await info.context.tasks.get(decode_id(id, "Task")))
 
 
@@ -134,17 +136,20 @@ def _payload(record: Any, errors: list) -> TaskPayload:
 
 
 async def create_task(info: strawberry.Info, input: CreateTaskInput) -> TaskPayload:
+    """Create a task in a project (editors and owners)."""
     project_id = decode_id(input.project_id, "Project", argument="input.projectId")
     return _payload(*await attempt(info.context.tasks.create(project_id, _values(input))))
 
 
 async def update_task(info: strawberry.Info, input: UpdateTaskInput) -> TaskPayload:
+    """Change only the fields sent; with expectedVersion, a stale version is a VERSION_CONFLICT."""
     task_id = decode_id(input.id, "Task", argument="input.id")
     work = info.context.tasks.update(task_id, _values(input), expected_version=input.expected_version)
     return _payload(*await attempt(work))
 
 
 async def delete_task(info: strawberry.Info, input: DeleteTaskInput) -> DeleteTaskPayload:
+    """Delete a task (editors and owners); its activity trail is kept."""
     task_id = decode_id(input.id, "Task", argument="input.id")
     _, errors = await attempt(info.context.tasks.delete(task_id, expected_version=input.expected_version))
     return DeleteTaskPayload(deleted_task_id=None if errors else input.id, user_errors=errors)

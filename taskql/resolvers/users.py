@@ -41,36 +41,43 @@ def _auth_payload(result: AuthResult | None, errors: list[UserError]) -> AuthPay
 
 
 async def register(info: strawberry.Info, input: RegisterInput) -> AuthPayload:
+    """Create an account and start a session."""
     return _auth_payload(
         *await attempt(info.context.accounts.register(email=input.email, name=input.name, password=input.password))
     )
 
 
 async def login(info: strawberry.Info, input: LoginInput) -> AuthPayload:
+    """Start a session with email and password."""
     return _auth_payload(*await attempt(info.context.accounts.login(email=input.email, password=input.password)))
 
 
 async def refresh_token(info: strawberry.Info, input: RefreshTokenInput) -> AuthPayload:
+    """Trade a refresh token (usable once) for a new access and refresh token."""
     return _auth_payload(*await attempt(info.context.accounts.refresh(refresh_token=input.refresh_token)))
 
 
 async def logout(info: strawberry.Info, input: LogoutInput) -> LogoutPayload:
+    """End the session a refresh token belongs to; its access tokens stop working."""
     _, errors = await attempt(info.context.accounts.logout(refresh_token=input.refresh_token))
     return LogoutPayload(success=not errors, user_errors=errors)
 
 
 async def logout_all(info: strawberry.Info, input: LogoutAllInput | None = None) -> LogoutPayload:
+    """End every session of the viewer (optionally all but the current one)."""
     keep = input.keep_current_session if input else False
     _, errors = await attempt(info.context.accounts.logout_all(keep_current=keep))
     return LogoutPayload(success=not errors, user_errors=errors)
 
 
 async def update_profile(info: strawberry.Info, input: UpdateProfileInput) -> UserPayload:
+    """Change the viewer's name or email."""
     user, errors = await attempt(info.context.accounts.update_profile(name=input.name, email=input.email))
     return UserPayload(user=User.from_record(user) if user else None, user_errors=errors)
 
 
 async def change_password(info: strawberry.Info, input: ChangePasswordInput) -> UserPayload:
+    """Change the viewer's password; every other session ends."""
     user, errors = await attempt(
         info.context.accounts.change_password(current_password=input.current_password, new_password=input.new_password)
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext
 
 from taskql.resolvers import nodes as node_fields
@@ -19,66 +22,55 @@ from taskql.schema.relay import Connection, Node
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
 from taskql.schema.users import AuthPayload, LogoutPayload, User, UserPayload
 
-AUTHENTICATED = [IsAuthenticated]
+
+def _query(resolver: Callable[..., Any], *, signed_in: bool = True) -> Any:
+    """A root field; its resolver's docstring documents it in GraphiQL."""
+    return strawberry.field(
+        resolver=resolver, description=inspect.getdoc(resolver), permission_classes=_guard(signed_in)
+    )
+
+
+def _mutation(resolver: Callable[..., Any], *, signed_in: bool = True) -> Any:
+    return strawberry.mutation(
+        resolver=resolver, description=inspect.getdoc(resolver), permission_classes=_guard(signed_in)
+    )
+
+
+def _guard(signed_in: bool) -> list[type[BasePermission]]:
+    return [IsAuthenticated] if signed_in else []
 
 
 @strawberry.type
 class Query:
-    viewer: User | None = strawberry.field(resolver=user_fields.viewer)
-    node: Node | None = strawberry.field(resolver=node_fields.node, permission_classes=AUTHENTICATED)
-    nodes: list[Node | None] = strawberry.field(resolver=node_fields.nodes, permission_classes=AUTHENTICATED)
-    projects: Connection[Project] = strawberry.field(resolver=project_fields.projects, permission_classes=AUTHENTICATED)
-    project: Project | None = strawberry.field(resolver=project_fields.project, permission_classes=AUTHENTICATED)
-    task: Task | None = strawberry.field(resolver=task_fields.task, permission_classes=AUTHENTICATED)
-    tasks: Connection[Task] = strawberry.field(resolver=task_fields.tasks, permission_classes=AUTHENTICATED)
-    my_tasks: Connection[Task] = strawberry.field(resolver=task_fields.my_tasks, permission_classes=AUTHENTICATED)
-    search_tasks: Connection[Task] = strawberry.field(
-        resolver=task_fields.search_tasks, permission_classes=AUTHENTICATED
-    )
+    viewer: User | None = _query(user_fields.viewer, signed_in=False)
+    node: Node | None = _query(node_fields.node)
+    nodes: list[Node | None] = _query(node_fields.nodes)
+    projects: Connection[Project] = _query(project_fields.projects)
+    project: Project | None = _query(project_fields.project)
+    task: Task | None = _query(task_fields.task)
+    tasks: Connection[Task] = _query(task_fields.tasks)
+    my_tasks: Connection[Task] = _query(task_fields.my_tasks)
+    search_tasks: Connection[Task] = _query(task_fields.search_tasks)
 
 
 @strawberry.type
 class Mutation:
-    register: AuthPayload = strawberry.mutation(resolver=user_fields.register)
-    login: AuthPayload = strawberry.mutation(resolver=user_fields.login)
-    refresh_token: AuthPayload = strawberry.mutation(resolver=user_fields.refresh_token)
-    logout: LogoutPayload = strawberry.mutation(resolver=user_fields.logout)
-    logout_all: LogoutPayload | None = strawberry.mutation(
-        resolver=user_fields.logout_all, permission_classes=AUTHENTICATED
-    )
-    update_profile: UserPayload | None = strawberry.mutation(
-        resolver=user_fields.update_profile, permission_classes=AUTHENTICATED
-    )
-    change_password: UserPayload | None = strawberry.mutation(
-        resolver=user_fields.change_password, permission_classes=AUTHENTICATED
-    )
-    create_project: ProjectPayload | None = strawberry.mutation(
-        resolver=project_fields.create_project, permission_classes=AUTHENTICATED
-    )
-    update_project: ProjectPayload | None = strawberry.mutation(
-        resolver=project_fields.update_project, permission_classes=AUTHENTICATED
-    )
-    delete_project: DeleteProjectPayload | None = strawberry.mutation(
-        resolver=project_fields.delete_project, permission_classes=AUTHENTICATED
-    )
-    add_project_member: ProjectPayload | None = strawberry.mutation(
-        resolver=project_fields.add_project_member, permission_classes=AUTHENTICATED
-    )
-    update_project_member: ProjectPayload | None = strawberry.mutation(
-        resolver=project_fields.update_project_member, permission_classes=AUTHENTICATED
-    )
-    remove_project_member: ProjectPayload | None = strawberry.mutation(
-        resolver=project_fields.remove_project_member, permission_classes=AUTHENTICATED
-    )
-    create_task: TaskPayload | None = strawberry.mutation(
-        resolver=task_fields.create_task, permission_classes=AUTHENTICATED
-    )
-    update_task: TaskPayload | None = strawberry.mutation(
-        resolver=task_fields.update_task, permission_classes=AUTHENTICATED
-    )
-    delete_task: DeleteTaskPayload | None = strawberry.mutation(
-        resolver=task_fields.delete_task, permission_classes=AUTHENTICATED
-    )
+    register: AuthPayload = _mutation(user_fields.register, signed_in=False)
+    login: AuthPayload = _mutation(user_fields.login, signed_in=False)
+    refresh_token: AuthPayload = _mutation(user_fields.refresh_token, signed_in=False)
+    logout: LogoutPayload = _mutation(user_fields.logout, signed_in=False)
+    logout_all: LogoutPayload | None = _mutation(user_fields.logout_all)
+    update_profile: UserPayload | None = _mutation(user_fields.update_profile)
+    change_password: UserPayload | None = _mutation(user_fields.change_password)
+    create_project: ProjectPayload | None = _mutation(project_fields.create_project)
+    update_project: ProjectPayload | None = _mutation(project_fields.update_project)
+    delete_project: DeleteProjectPayload | None = _mutation(project_fields.delete_project)
+    add_project_member: ProjectPayload | None = _mutation(project_fields.add_project_member)
+    update_project_member: ProjectPayload | None = _mutation(project_fields.update_project_member)
+    remove_project_member: ProjectPayload | None = _mutation(project_fields.remove_project_member)
+    create_task: TaskPayload | None = _mutation(task_fields.create_task)
+    update_task: TaskPayload | None = _mutation(task_fields.update_task)
+    delete_task: DeleteTaskPayload | None = _mutation(task_fields.delete_task)
 
 
 class TaskQLSchema(strawberry.Schema):
