@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from taskql.errors import Unauthenticated
-from taskql.loaders.entities import Loaders
+from taskql.loaders.request import Loaders
 from taskql.services.activity import ActivityService
 from taskql.services.common import Deps, Runtime
 from taskql.services.projects import ProjectService
@@ -40,10 +40,11 @@ class Context:
 async def build_context(
     runtime: Runtime, request: Request | WebSocket, response: Response | WebSocket | None, *, authorization: str | None
 ) -> Context:
+    loaders = Loaders.create(runtime.db, runtime.cache, max_batch_size=runtime.settings.loader_max_batch_size)
     auth_problem = None
     try:
-        viewer = await authenticate(runtime, authorization)
+        viewer = await authenticate(runtime, loaders, authorization)
     except Unauthenticated as exc:
         viewer, auth_problem = None, exc.message
-    deps = Deps(runtime=runtime, loaders=Loaders.create(runtime.db), viewer=viewer, auth_problem=auth_problem)
+    deps = Deps(runtime=runtime, loaders=loaders, viewer=viewer, auth_problem=auth_problem)
     return Context(request=request, response=response, request_id=request.state.request_id, deps=deps)

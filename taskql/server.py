@@ -22,6 +22,7 @@ from taskql.context import Context, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
 from taskql.embedded import EmbeddedMongo
+from taskql.loaders.cache import create_cache, create_redis
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
 from taskql.services.common import Runtime
@@ -58,6 +59,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
             embedded = EmbeddedMongo(settings.data_dir)
             uri = await embedded.start()
         client = create_client(settings, uri)
+        redis = create_redis(settings)
         try:
             db = Database(client, settings)
             await db.detect_capabilities()
@@ -72,10 +74,13 @@ def build_app(settings: Settings | None = None) -> Starlette:
                     audience=settings.jwt_audience,
                     access_ttl=settings.access_token_ttl,
                 ),
+                cache=create_cache(settings, redis),
             )
             yield
         finally:
             await client.close()
+            if redis is not None:
+                await redis.aclose()
             if embedded is not None:
                 await embedded.stop()
 

@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     )
     mongodb_write_concern: str = "majority"
 
+    # Redis: the shared cache of all instances. No URL: an in-process cache (one process only).
+    redis_url: str | None = None
+    redis_timeout_seconds: float = Field(0.25, gt=0, description="per command; an outage must not stall requests")
+    cache_enabled: bool = True
+    cache_user_ttl_seconds: int = Field(300, ge=1)
+    cache_project_ttl_seconds: int = Field(300, ge=1)
+    cache_task_ttl_seconds: int = Field(60, ge=1)
+    cache_memory_max_entries: int = Field(10_000, ge=1)
+    cache_retry_seconds: float = Field(1.0, gt=0, description="pause before retrying an unreachable Redis")
+    loader_max_batch_size: int = Field(100, ge=1, le=1000)
+
     # Tokens. An empty secret outside production is generated once and kept under data_dir.
     jwt_secret: str = ""
     jwt_issuer: str = "taskql"

@@ -9,7 +9,7 @@ from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from taskql.db.client import Database
-from taskql.db.pagination import Page, PageRequest, SortKey, count, paginate
+from taskql.db.pagination import Page, PageRequest, SortKey, count_children, paginate_children
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,21 @@ async def append_event(
     return ActivityRecord.from_doc(doc)
 
 
-async def page_task_activity(db: Database, *, task_id: ObjectId, page: PageRequest) -> Page[ActivityRecord]:
-    return await paginate(
-        db.activity, match={"task_id": task_id}, sort=OLDEST_FIRST, page=page, parse=ActivityRecord.from_doc
+async def page_activity_by_task(
+    db: Database, *, task_ids: Sequence[ObjectId], page: PageRequest
+) -> dict[ObjectId, Page[ActivityRecord]]:
+    """The same page of each task's trail, in one command."""
+    return await paginate_children(
+        db.tasks,
+        db.activity,
+        parent_ids=task_ids,
+        foreign_field="task_id",
+        match={},
+        sort=OLDEST_FIRST,
+        page=page,
+        parse=ActivityRecord.from_doc,
     )
 
 
-async def count_task_activity(db: Database, *, task_id: ObjectId) -> int:
-    return await count(db.activity, match={"task_id": task_id})
+async def count_activity_by_task(db: Database, *, task_ids: Sequence[ObjectId]) -> dict[ObjectId, int]:
+    return await count_children(db.activity, parent_ids=task_ids, foreign_field="task_id", match={})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -115,9 +115,59 @@ def _beyond(sort: SortKey, cursor: str, *, direction: int, inclusive: bool) -> d
     return {"$or": [{sort.field: {past: value}}, {sort.field: value, "_id": {id_op: object_id}}]}
 
 
-async def _exists(collection: AsyncCollection, head: list[dict[str, Any]], condition: dict[str, Any]) -> bool:
-    cursor = await collection.aggregate([*head, {"$match": condition}, {"$limit": 1}, {"$project": {"_id": 1}}])
-    return bool(await cursor.to_list())
+@dataclass(frozen=True)
+class _PagePlan:
+    """The stages of one page and of its probe, shared by single lists and per-parent batches."""
+
+    head: list[dict[str, Any]]  # what the list is: $match (and computed fields)
+    sort: SortKey
+    page: PageRequest
+
+    @property
+    def walk(self) -> int:
+        return -self.sort.direction if self.page.backward else self.sort.direction
+
+    def page_stages(self, projection: dict[str, Any] | None) -> list[dict[str, Any]]:
+        bounds = []
+        if self.page.after:
+            bounds.append(_beyond(self.sort, self.page.after, direction=self.sort.direction, inclusive=False))
+        if self.page.before:
+            bounds.append(_beyond(self.sort, self.page.before, direction=-self.sort.direction, inclusive=False))
+        stages = [*self.head]
+        if bounds:
+            stages.append({"$match": {"$and": bounds}})
+        stages += [{"$sort": {self.sort.field: self.walk, "_id": self.walk}}, {"$limit": self.page.size + 1}]
+        if projection:
+            stages.append({"$project": projection})
+        return stages
+
+    def probe_stages(self) -> list[dict[str, Any]] | None:
+        """Is there anything on the other side of the cursor the client came from? None without one."""
+        origin = self.page.before if self.page.backward else self.page.after
+        if not origin:
+            return None
+        behind = _beyond(self.sort, origin, direction=-self.walk, inclusive=True)
+        return [*self.head, {"$match": behind}, {"$limit": 1}, {"$project": {"_id": 1}}]
+
+    def assemble(
+        self, documents: list[dict[str, Any]], has_behind: bool, parse: Callable[[dict[str, Any]], T]
+    ) -> Page[T]:
+        has_more = len(documents) > self.page.size
+        documents = documents[: self.page.size]
+        if self.page.backward:
+            documents.reverse()
+        edges = [Edge(encode_cursor(self.sort, doc), parse(doc)) for doc in documents]
+        if self.page.backward:
+            return Page(edges, has_next_page=has_behind, has_previous_page=has_more)
+        return Page(edges, has_next_page=has_more, has_previous_page=has_behind)
+
+
+def _head(match: dict[str, Any], add_fields: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [{"$match": match}, *([{"$addFields": add_fields}] if add_fields else [])]
+
+
+async def _aggregate(collection: AsyncCollection, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return await (await collection.aggregate(pipeline)).to_list()
 
 
 async def paginate(
@@ -135,36 +185,63 @@ async def paginate(
 
     `prefilter`, when given, is a $match run before `match`, shaped so the planner serves it from an index.
     """
-    head: list[dict[str, Any]] = [*_prefilter_stage(prefilter), {"$match": match}]
-    if add_fields:
-        head.append({"$addFields": add_fields})
-    walk = -sort.direction if page.backward else sort.direction
-    bounds = []
-    if page.after:
-        bounds.append(_beyond(sort, page.after, direction=sort.direction, inclusive=False))
-    if page.before:
-        bounds.append(_beyond(sort, page.before, direction=-sort.direction, inclusive=False))
-    pipeline = [*head]
-    if bounds:
-        pipeline.append({"$match": {"$and": bounds}})
-    pipeline += [{"$sort": {sort.field: walk, "_id": walk}}, {"$limit": page.size + 1}]
-    if projection:
-        pipeline.append({"$project": projection})
-    documents = await (await collection.aggregate(pipeline)).to_list()
+    plan = _PagePlan(_head(match, add_fields), sort, page)
+    documents = await _aggregate(collection, [*_prefilter_stage(prefilter), *plan.page_stages(projection)])
+    probe = plan.probe_stages()
+    has_behind = bool(probe and await _aggregate(collection, [*_prefilter_stage(prefilter), *probe]))
+    return plan.assemble(documents, has_behind, parse)
 
-    has_more = len(documents) > page.size
-    documents = documents[: page.size]
-    if page.backward:
-        documents.reverse()
-    # The cursor the client came from: is there anything on its other side?
-    origin = page.before if page.backward else page.after
-    has_behind = False
-    if origin:
-        has_behind = await _exists(collection, head, _beyond(sort, origin, direction=-walk, inclusive=True))
-    edges = [Edge(encode_cursor(sort, doc), parse(doc)) for doc in documents]
-    if page.backward:
-        return Page(edges, has_next_page=has_behind, has_previous_page=has_more)
-    return Page(edges, has_next_page=has_more, has_previous_page=has_behind)
+
+async def paginate_children(
+    parents: AsyncCollection,
+    children: AsyncCollection,
+    *,
+    parent_ids: Sequence[ObjectId],
+    foreign_field: str,
+    match: dict[str, Any],
+    sort: SortKey,
+    page: PageRequest,
+    parse: Callable[[dict[str, Any]], T],
+    projection: dict[str, Any] | None = None,
+) -> dict[ObjectId, Page[T]]:
+    """The same page of children for many parents in one command: a `$lookup` per parent, which
+    MongoDB (5.0+) serves from the (foreign_field, sort key, _id) index with an early stop at the limit."""
+    plan = _PagePlan(_head(match, None), sort, page)
+    lookups = [_lookup(children, foreign_field, plan.page_stages(projection), "page")]
+    probe = plan.probe_stages()
+    if probe:
+        lookups.append(_lookup(children, foreign_field, probe, "behind"))
+    rows = await _aggregate(parents, [{"$match": {"_id": {"$in": list(parent_ids)}}}, *lookups])
+    found = {row["_id"]: plan.assemble(row["page"], bool(row.get("behind")), parse) for row in rows}
+    return {parent_id: found.get(parent_id) or plan.assemble([], False, parse) for parent_id in parent_ids}
+
+
+def _lookup(children: AsyncCollection, foreign_field: str, pipeline: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return {
+        "$lookup": {
+            "from": children.name,
+            "localField": "_id",
+            "foreignField": foreign_field,
+            "pipeline": pipeline,
+            "as": name,
+        }
+    }
+
+
+async def count_children(
+    children: AsyncCollection, *, parent_ids: Sequence[ObjectId], foreign_field: str, match: dict[str, Any]
+) -> dict[ObjectId, int]:
+    """How many children match, per parent, in one command."""
+    rows = await _aggregate(
+        children,
+        [
+            {"$match": {foreign_field: {"$in": list(parent_ids)}}},
+            {"$match": match},
+            {"$group": {"_id": f"${foreign_field}", "n": {"$sum": 1}}},
+        ],
+    )
+    counts = {row["_id"]: row["n"] for row in rows}
+    return {parent_id: counts.get(parent_id, 0) for parent_id in parent_ids}
 
 
 def _prefilter_stage(prefilter: dict[str, Any] | None) -> list[dict[str, Any]]:

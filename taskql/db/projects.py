@@ -29,6 +29,7 @@ class ProjectRecord:
     members: tuple[MemberRecord, ...]
     created_at: datetime
     updated_at: datetime
+    version: int  # +1 on every change; orders cache writes
 
     def role_of(self, user_id: ObjectId) -> str | None:
         return next((m.role for m in self.members if m.user_id == user_id), None)
@@ -43,7 +44,20 @@ class ProjectRecord:
             members=tuple(MemberRecord(m["user_id"], m["role"], m["added_at"]) for m in doc["members"]),
             created_at=doc["created_at"],
             updated_at=doc["updated_at"],
+            version=doc.get("version", 0),
         )
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "_id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "owner_id": self.owner_id,
+            "members": [{"user_id": m.user_id, "role": m.role, "added_at": m.added_at} for m in self.members],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "version": self.version,
+        }
 
 
 PROJECTS_NEWEST_FIRST = SortKey(name="projects.created", field="created_at", direction=-1)
@@ -70,6 +84,7 @@ async def insert_project(
         "members": [_member_doc(owner_id, "OWNER", now)],
         "created_at": now,
         "updated_at": now,
+        "version": 1,
     }
     await db.projects.insert_one(doc, session=session)
     return ProjectRecord.from_doc(doc)
@@ -113,7 +128,7 @@ async def update_project(
 ) -> ProjectRecord | None:
     doc = await db.projects.find_one_and_update(
         {"_id": project_id},
-        {"$set": {**changes, "updated_at": now}},
+        {"$set": {**changes, "updated_at": now}, "$inc": {"version": 1}},
         return_document=ReturnDocument.AFTER,
         session=session,
     )
@@ -132,7 +147,7 @@ async def add_member(
     """Adds the member unless already present (checked in the same atomic update); None if not added."""
     doc = await db.projects.find_one_and_update(
         {"_id": project_id, "members.user_id": {"$ne": user_id}},
-        {"$push": {"members": _member_doc(user_id, role, now)}, "$set": {"updated_at": now}},
+        {"$push": {"members": _member_doc(user_id, role, now)}, "$set": {"updated_at": now}, "$inc": {"version": 1}},
         return_document=ReturnDocument.AFTER,
         session=session,
     )
@@ -151,7 +166,7 @@ async def set_member_role(
     doc = await db.projects.find_one_and_update(
         {"_id": project_id, "members.user_id": user_id},
         # An array filter, not the positional `$`: SecantusDB's findAndModify rejects `$` (MongoDB takes both).
-        {"$set": {"members.$[member].role": role, "updated_at": now}},
+        {"$set": {"members.$[member].role": role, "updated_at": now}, "$inc": {"version": 1}},
         array_filters=[{"member.user_id": user_id}],
         return_document=ReturnDocument.AFTER,
         session=session,
@@ -164,7 +179,7 @@ async def remove_member(
 ) -> ProjectRecord | None:
     doc = await db.projects.find_one_and_update(
         {"_id": project_id, "members.user_id": user_id},
-        {"$pull": {"members": {"user_id": user_id}}, "$set": {"updated_at": now}},
+        {"$pull": {"members": {"user_id": user_id}}, "$set": {"updated_at": now}, "$inc": {"version": 1}},
         return_document=ReturnDocument.AFTER,
         session=session,
     )

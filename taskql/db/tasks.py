@@ -10,7 +10,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from taskql.db.client import Database
-from taskql.db.pagination import Page, PageRequest, SortKey, count, paginate
+from taskql.db.pagination import Page, PageRequest, SortKey, count, count_children, paginate, paginate_children
 from taskql.db.search_terms import terms_of
 
 PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
@@ -62,11 +62,29 @@ class TaskRecord:
             version=doc["version"],
         )
 
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "_id": self.id,
+            "project_id": self.project_id,
+            "title": self.title,
+            "description": self.description,
+            "status": self.status,
+            "priority": self.priority,
+            "due_at": self.due_at,
+            "tags": list(self.tags),
+            "assignee_id": self.assignee_id,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "completed_at": self.completed_at,
+            "version": self.version,
+        }
+
 
 @dataclass(frozen=True)
 class TaskFilterSpec:
-    statuses: Sequence[str] = ()
-    priorities: Sequence[str] = ()
+    statuses: tuple[str, ...] = ()  # tuples: filters are part of DataLoader keys, so they must hash
+    priorities: tuple[str, ...] = ()
     assignee_id: ObjectId | None = None
     tag: str | None = None
     due_before: datetime | None = None
@@ -192,8 +210,12 @@ async def delete_task(
 
 async def delete_project_tasks(
     db: Database, *, project_id: ObjectId, session: AsyncClientSession | None = None
-) -> None:
-    await db.tasks.delete_many({"project_id": project_id}, session=session)
+) -> list[ObjectId]:
+    """Deletes a project's tasks; returns their ids (so they can be evicted from the cache)."""
+    query = {"project_id": project_id}
+    ids = [doc["_id"] async for doc in db.tasks.find(query, projection={"_id": 1}, session=session)]
+    await db.tasks.delete_many(query, session=session)
+    return ids
 
 
 async def unassign_user(
@@ -229,6 +251,36 @@ async def page_tasks(db: Database, *, scope: TaskScope, order: TaskOrderSpec, pa
 
 async def count_tasks(db: Database, *, scope: TaskScope) -> int:
     return await count(db.tasks, match=scope.to_query(), prefilter=scope.index_prefix())
+
+
+async def page_tasks_by_project(
+    db: Database,
+    *,
+    project_ids: Sequence[ObjectId],
+    task_filter: TaskFilterSpec,
+    order: TaskOrderSpec,
+    page: PageRequest,
+) -> dict[ObjectId, Page[TaskRecord]]:
+    """The same page of tasks for each project, in one command."""
+    return await paginate_children(
+        db.projects,
+        db.tasks,
+        parent_ids=project_ids,
+        foreign_field="project_id",
+        match=task_filter.to_query(),
+        sort=order.sort_key,
+        page=page,
+        parse=TaskRecord.from_doc,
+        projection=_HIDDEN,
+    )
+
+
+async def count_tasks_by_project(
+    db: Database, *, project_ids: Sequence[ObjectId], task_filter: TaskFilterSpec
+) -> dict[ObjectId, int]:
+    return await count_children(
+        db.tasks, parent_ids=project_ids, foreign_field="project_id", match=task_filter.to_query()
+    )
 
 
 SEARCH_ORDER = SortKey(name="tasks.search", field="search_rank", direction=-1)

@@ -6,11 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from taskql.db.client import Database
 from taskql.errors import Conflict
+
+# The password hash never leaves this module inside a record: records are cached and passed
+# around freely, the hash is read only by the two code paths that verify passwords.
+_NO_HASH = {"password_hash": 0}
 
 
 @dataclass(frozen=True)
@@ -18,10 +22,10 @@ class UserRecord:
     id: ObjectId
     email: str
     name: str
-    password_hash: str
     role: str  # USER | ADMIN
     created_at: datetime
     updated_at: datetime
+    version: int  # +1 on every change; orders cache writes
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> UserRecord:
@@ -29,11 +33,28 @@ class UserRecord:
             id=doc["_id"],
             email=doc["email"],
             name=doc["name"],
-            password_hash=doc["password_hash"],
             role=doc["role"],
             created_at=doc["created_at"],
             updated_at=doc["updated_at"],
+            version=doc.get("version", 0),
         )
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "_id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: UserRecord
+    password_hash: str
 
 
 EMAIL_TAKEN = "An account with this email already exists."
@@ -50,6 +71,7 @@ async def insert_user(
         "role": role,
         "created_at": now,
         "updated_at": now,
+        "version": 1,
     }
     try:
         await db.users.insert_one(doc)
@@ -58,29 +80,29 @@ async def insert_user(
     return UserRecord.from_doc(doc)
 
 
+async def find_credentials(
+    db: Database, *, email: str | None = None, user_id: ObjectId | None = None
+) -> Credentials | None:
+    doc = await db.users.find_one({"email": email} if email is not None else {"_id": user_id})
+    return Credentials(UserRecord.from_doc(doc), doc["password_hash"]) if doc else None
+
+
 async def find_user_by_email(db: Database, *, email: str) -> UserRecord | None:
-    doc = await db.users.find_one({"email": email})
+    doc = await db.users.find_one({"email": email}, projection=_NO_HASH)
     return UserRecord.from_doc(doc) if doc else None
 
 
 async def find_users_by_ids(db: Database, *, ids: Sequence[ObjectId]) -> list[UserRecord]:
-    return [UserRecord.from_doc(doc) async for doc in db.users.find({"_id": {"$in": list(ids)}})]
+    return [UserRecord.from_doc(doc) async for doc in db.users.find({"_id": {"$in": list(ids)}}, projection=_NO_HASH)]
 
 
-async def update_user(
-    db: Database,
-    *,
-    user_id: ObjectId,
-    changes: dict[str, Any],
-    now: datetime,
-    session: AsyncClientSession | None = None,
-) -> UserRecord | None:
+async def update_user(db: Database, *, user_id: ObjectId, changes: dict[str, Any], now: datetime) -> UserRecord | None:
     try:
         doc = await db.users.find_one_and_update(
             {"_id": user_id},
-            {"$set": {**changes, "updated_at": now}},
-            return_document=True,
-            session=session,
+            {"$set": {**changes, "updated_at": now}, "$inc": {"version": 1}},
+            projection=_NO_HASH,
+            return_document=ReturnDocument.AFTER,
         )
     except DuplicateKeyError as exc:
         raise Conflict(EMAIL_TAKEN, field=("input", "email")) from exc

@@ -1,10 +1,14 @@
-"""Per-request DataLoaders for entities read by id: one `$in` query per batch, results in key order."""
+"""Per-request DataLoaders for entities read by id, reading through the shared cache.
+
+A batch costs one MGET, then one `$in` query for the misses only, whose results are written back.
+Results come in key order, None for missing keys. Writes go through `store`/`evict`, which update
+both the request's memo and the shared cache (see loaders/cache.py for the ordering rules).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from bson import ObjectId
@@ -14,58 +18,91 @@ from taskql.db.client import Database
 from taskql.db.projects import ProjectRecord, find_projects_by_ids
 from taskql.db.tasks import TaskRecord, find_tasks_by_ids
 from taskql.db.users import UserRecord, find_users_by_ids
+from taskql.loaders.cache import EntityCache
 
-MAX_BATCH_SIZE = 100  # SecantusDB's `$in` slows down sharply past ~100 ids
 
-
-class _HasId(Protocol):
+class _Record(Protocol):
     @property
     def id(self) -> ObjectId: ...
 
+    def to_doc(self) -> dict[str, Any]: ...
 
-R = TypeVar("R", bound=_HasId)
+
+R = TypeVar("R", bound=_Record)
 
 
-class _ByIdLoader(DataLoader[ObjectId, "R | None"], Generic[R]):
+class ByIdLoader(DataLoader[ObjectId, "R | None"], Generic[R]):
+    kind: ClassVar[str]
     fetch: ClassVar[Callable[..., Awaitable[list[Any]]]]
+    parse: ClassVar[Callable[[dict[str, Any]], Any]]
 
-    def __init__(self, db: Database) -> None:
-        async def load(ids: Sequence[ObjectId]) -> list[R | None]:
-            found = {record.id: record for record in await type(self).fetch(db, ids=ids)}
-            return [found.get(object_id) for object_id in ids]
+    def __init__(self, db: Database, cache: EntityCache, *, max_batch_size: int) -> None:
+        self._db = db
+        self._cache = cache
+        super().__init__(load_fn=self._load, max_batch_size=max_batch_size)
 
-        super().__init__(load_fn=load, max_batch_size=MAX_BATCH_SIZE)
+    async def _load(self, ids: Sequence[ObjectId]) -> list[R | None]:
+        self._cache.stats.record_batch(len(ids))
+        cached = await self._cache.get_many(self.kind, ids)
+        found: dict[ObjectId, R | None] = {
+            object_id: type(self).parse(doc) if doc else None for object_id, doc in cached.items()
+        }
+        misses = [object_id for object_id in ids if object_id not in cached]
+        if misses:
+            records = await self._fetch(misses)
+            found.update((record.id, record) for record in records)
+        return [found.get(object_id) for object_id in ids]
 
-    def forget(self, key: ObjectId) -> None:
-        """Drop a cached entry after a write (clear() raises on a key never loaded)."""
-        with contextlib.suppress(KeyError):
-            self.clear(key)
+    async def _fetch(self, ids: Sequence[ObjectId]) -> list[R]:
+        records: list[R] = await type(self).fetch(self._db, ids=ids)
+        await self._cache.put_many(self.kind, [record.to_doc() for record in records])
+        return records
 
-    def remember(self, record: R) -> R:
-        """Cache the value a write just returned, so later reads in the request see it."""
-        self.forget(record.id)
+    def _memo(self, record: R) -> None:
+        with contextlib.suppress(KeyError):  # clear() raises for a key never loaded
+            self.clear(record.id)
         self.prime(record.id, record)
+
+    async def store(self, record: R) -> R:
+        """After a committed write: this request and every later one read `record` (or newer)."""
+        self._memo(record)
+        await self._cache.put_many(self.kind, [record.to_doc()])
         return record
 
+    async def store_read(self, records: Sequence[R]) -> None:
+        """Records a list query just read: memoised for this request and written back to the cache."""
+        for record in records:
+            self._memo(record)
+        await self._cache.put_many(self.kind, [record.to_doc() for record in records])
 
-class UserByIdLoader(_ByIdLoader[UserRecord]):
+    async def evict(self, object_id: ObjectId) -> None:
+        """After a committed delete."""
+        with contextlib.suppress(KeyError):
+            self.clear(object_id)
+        self.prime(object_id, None)
+        await self._cache.delete(self.kind, object_id)
+
+    async def refresh(self, ids: Sequence[ObjectId]) -> None:
+        """After a bulk write: re-read `ids` from the database into the memo and the cache."""
+        batch = self.max_batch_size or len(ids) or 1
+        for start in range(0, len(ids), batch):
+            for record in await self._fetch(ids[start : start + batch]):
+                self._memo(record)
+
+
+class UserByIdLoader(ByIdLoader[UserRecord]):
+    kind = "user"
     fetch = staticmethod(find_users_by_ids)
+    parse = staticmethod(UserRecord.from_doc)
 
 
-class ProjectByIdLoader(_ByIdLoader[ProjectRecord]):
+class ProjectByIdLoader(ByIdLoader[ProjectRecord]):
+    kind = "project"
     fetch = staticmethod(find_projects_by_ids)
+    parse = staticmethod(ProjectRecord.from_doc)
 
 
-class TaskByIdLoader(_ByIdLoader[TaskRecord]):
+class TaskByIdLoader(ByIdLoader[TaskRecord]):
+    kind = "task"
     fetch = staticmethod(find_tasks_by_ids)
-
-
-@dataclass(frozen=True)
-class Loaders:
-    users: UserByIdLoader
-    projects: ProjectByIdLoader
-    tasks: TaskByIdLoader
-
-    @classmethod
-    def create(cls, db: Database) -> Loaders:
-        return cls(users=UserByIdLoader(db), projects=ProjectByIdLoader(db), tasks=TaskByIdLoader(db))
+    parse = staticmethod(TaskRecord.from_doc)

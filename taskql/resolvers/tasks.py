@@ -30,8 +30,8 @@ def _filter_spec(task_filter: TaskFilter | None) -> TaskFilterSpec:
     if task_filter is None:
         return TaskFilterSpec()
     return TaskFilterSpec(
-        statuses=[s.value for s in task_filter.status or ()],
-        priorities=[p.value for p in task_filter.priority or ()],
+        statuses=tuple(s.value for s in task_filter.status or ()),
+        priorities=tuple(p.value for p in task_filter.priority or ()),
         assignee_id=decode_id(task_filter.assignee_id, "User", argument="filter.assigneeId")
         if task_filter.assignee_id
         else None,
@@ -64,8 +64,10 @@ async def project_tasks(
     before: str | None,
 ) -> Connection[Task]:
     page = PageRequest(first=first, after=after, last=last, before=before)
-    scope = await info.context.tasks.project_scope(project_id, _filter_spec(task_filter))
-    return await _list(info, scope, order, page)
+    spec = _filter_spec(task_filter)
+    service = info.context.tasks
+    records = await service.project_page(project_id, spec, _order_spec(order), page)
+    return to_connection(records, Task.from_record, lambda: service.project_count(project_id, spec))
 
 
 async def tasks(

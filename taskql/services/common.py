@@ -10,7 +10,8 @@ from taskql.auth.permissions import Viewer
 from taskql.auth.tokens import TokenIssuer
 from taskql.db.client import Database
 from taskql.errors import Unauthenticated
-from taskql.loaders.entities import Loaders
+from taskql.loaders.cache import EntityCache
+from taskql.loaders.request import Loaders
 from taskql.settings import Settings
 
 SIGN_IN = "Sign in to do this: send `Authorization: Bearer <access token>`."
@@ -30,6 +31,7 @@ class Runtime:
     db: Database
     passwords: Passwords
     tokens: TokenIssuer
+    cache: EntityCache
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,10 @@ class ProjectService:
         return None if viewer.is_admin else viewer.id
 
     async def page(self, page: PageRequest) -> Page[ProjectRecord]:
-        return await projects_db.page_projects(self._db, member_id=self._member_scope(), page=page)
+        projects = await projects_db.page_projects(self._db, member_id=self._member_scope(), page=page)
+        # Nested fields (task.project, permission checks) then find them without another query.
+        await self._deps.loaders.projects.store_read([edge.node for edge in projects.edges])
+        return projects
 
     async def count(self) -> int:
         return await projects_db.count_projects(self._db, member_id=self._member_scope())
@@ -100,7 +103,7 @@ class ProjectService:
             await self._record(session, project.id, "PROJECT_CREATED", ["name", "description"])
             return project
 
-        return self._deps.loaders.projects.remember(await self._db.in_transaction(write))
+        return await self._deps.loaders.projects.store(await self._db.in_transaction(write))
 
     async def update(self, project_id: ObjectId, *, name: str | None, description: str | None) -> ProjectRecord:
         project = await self._get_managed(project_id)
@@ -120,20 +123,23 @@ class ProjectService:
         updated = await self._db.in_transaction(write)
         if updated is None:
             raise NotFound("Project not found.")
-        return self._deps.loaders.projects.remember(updated)
+        return await self._deps.loaders.projects.store(updated)
 
     async def delete(self, project_id: ObjectId) -> None:
         """Deletes the project and its tasks; the activity trail is kept for audit."""
         await self._get_managed(project_id)
 
-        async def write(session: AsyncClientSession | None) -> None:
-            await tasks_db.delete_project_tasks(self._db, project_id=project_id, session=session)
+        async def write(session: AsyncClientSession | None) -> list[ObjectId]:
+            task_ids = await tasks_db.delete_project_tasks(self._db, project_id=project_id, session=session)
             if not await projects_db.delete_project(self._db, project_id=project_id, session=session):
                 raise NotFound("Project not found.")
             await self._record(session, project_id, "PROJECT_DELETED", [])
+            return task_ids
 
-        await self._db.in_transaction(write)
-        self._deps.loaders.projects.forget(project_id)
+        task_ids = await self._db.in_transaction(write)
+        await self._deps.loaders.projects.evict(project_id)
+        for task_id in task_ids:
+            await self._deps.loaders.tasks.evict(task_id)
 
     async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
         project = await self._get_managed(project_id)
@@ -155,7 +161,7 @@ class ProjectService:
         updated = await self._db.in_transaction(write)
         if updated is None:
             raise Conflict("This user is already a member of the project.", field=("input", "email"))
-        return self._deps.loaders.projects.remember(updated)
+        return await self._deps.loaders.projects.store(updated)
 
     def _require_not_owner(self, project: ProjectRecord, user_id: ObjectId) -> MemberRecord:
         member = next((m for m in project.members if m.user_id == user_id), None)
@@ -182,7 +188,7 @@ class ProjectService:
         updated = await self._db.in_transaction(write)
         if updated is None:
             raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
-        return self._deps.loaders.projects.remember(updated)
+        return await self._deps.loaders.projects.store(updated)
 
     async def remove_member(self, project_id: ObjectId, *, user_id: ObjectId) -> ProjectRecord:
         """Owners remove anyone but the project's owner; any member may leave. Their tasks become unassigned."""
@@ -192,22 +198,23 @@ class ProjectService:
             require_manager(project, viewer)
         self._require_not_owner(project, user_id)
 
-        async def write(session: AsyncClientSession | None) -> ProjectRecord | None:
+        async def write(session: AsyncClientSession | None) -> tuple[ProjectRecord | None, list[ObjectId]]:
             now = utcnow()
             updated = await projects_db.remove_member(
                 self._db, project_id=project_id, user_id=user_id, now=now, session=session
             )
-            if updated is not None:
-                await self._record(session, project_id, "MEMBER_REMOVED", ["members"])
-                unassigned = await tasks_db.unassign_user(
-                    self._db, project_id=project_id, user_id=user_id, now=now, session=session
-                )
-                for task_id in unassigned:
-                    await self._record(session, project_id, "TASK_UPDATED", ["assignee"], task_id=task_id)
-            return updated
+            if updated is None:
+                return None, []
+            await self._record(session, project_id, "MEMBER_REMOVED", ["members"])
+            unassigned = await tasks_db.unassign_user(
+                self._db, project_id=project_id, user_id=user_id, now=now, session=session
+            )
+            for task_id in unassigned:
+                await self._record(session, project_id, "TASK_UPDATED", ["assignee"], task_id=task_id)
+            return updated, unassigned
 
-        updated = await self._db.in_transaction(write)
+        updated, unassigned = await self._db.in_transaction(write)
         if updated is None:
             raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
-        self._deps.loaders.tasks.clear_all()
-        return self._deps.loaders.projects.remember(updated)
+        await self._deps.loaders.tasks.refresh(unassigned)
+        return await self._deps.loaders.projects.store(updated)

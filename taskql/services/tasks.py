@@ -96,9 +96,16 @@ class TaskService:
         require_task_writer(project, self._deps.require_viewer())
         return task, project
 
-    async def project_scope(self, project_id: ObjectId, task_filter: TaskFilterSpec) -> TaskScope:
+    async def project_page(
+        self, project_id: ObjectId, task_filter: TaskFilterSpec, order: TaskOrderSpec, page: PageRequest
+    ) -> Page[TaskRecord]:
+        """A page of a readable project's tasks; pages of several projects in one request share a query."""
         await self._readable_project(project_id)
-        return TaskScope(project_ids=[project_id], filter=task_filter)
+        return await self._deps.loaders.task_pages.load((project_id, (task_filter, order, page)))
+
+    async def project_count(self, project_id: ObjectId, task_filter: TaskFilterSpec) -> int:
+        await self._readable_project(project_id)
+        return await self._deps.loaders.task_counts.load((project_id, task_filter))
 
     async def my_scope(self, task_filter: TaskFilterSpec) -> TaskScope:
         """Assigned to the viewer, in projects they can read: an assignment that raced their removal stays hidden."""
@@ -116,7 +123,8 @@ class TaskService:
         """One project (if readable), else every project the viewer belongs to (all, for admins)."""
         viewer = self._deps.require_viewer()
         if project_id is not None:
-            return await self.project_scope(project_id, TaskFilterSpec())
+            await self._readable_project(project_id)
+            return TaskScope(project_ids=[project_id])
         if viewer.is_admin:
             return TaskScope()
         return TaskScope(project_ids=await project_ids_of_member(self._db, user_id=viewer.id))
@@ -178,7 +186,7 @@ class TaskService:
             await self._record(session, task, "TASK_CREATED", [PUBLIC_NAMES[key] for key in clean], now)
             return task
 
-        return self._deps.loaders.tasks.remember(await self._db.in_transaction(write))
+        return await self._deps.loaders.tasks.store(await self._db.in_transaction(write))
 
     async def update(
         self, task_id: ObjectId, changes: Mapping[str, Any], *, expected_version: int | None
@@ -194,7 +202,7 @@ class TaskService:
                 return current
             updated = await self._write_update(current, changed)
             if updated is not None:
-                return self._deps.loaders.tasks.remember(updated)
+                return await self._deps.loaders.tasks.store(updated)
             # Someone else wrote first: compare against the latest version.
             fresh = await tasks_db.find_tasks_by_ids(self._db, ids=[task_id])
             if not fresh:
@@ -230,7 +238,7 @@ class TaskService:
             if expected_version is None:
                 raise NotFound(TASK_NOT_FOUND)
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
-        self._deps.loaders.tasks.forget(task_id)
+        await self._deps.loaders.tasks.evict(task_id)
 
 
 def _as_stored(value: Any) -> Any:

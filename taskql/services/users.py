@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from bson import ObjectId
@@ -13,6 +14,7 @@ from taskql.db import users as users_db
 from taskql.db.projects import share_a_project
 from taskql.db.users import UserRecord
 from taskql.errors import InvalidCredentials, NotFound, Unauthenticated
+from taskql.loaders.request import Loaders
 from taskql.services.common import Deps, Runtime, utcnow
 from taskql.services.validation import Checker
 
@@ -30,7 +32,7 @@ class AuthResult:
     expires_in: int  # seconds until the access token expires
 
 
-async def authenticate(runtime: Runtime, authorization: str | None) -> Viewer | None:
+async def authenticate(runtime: Runtime, loaders: Loaders, authorization: str | None) -> Viewer | None:
     """The viewer of a request from its `Authorization: Bearer` value; None when absent."""
     if not authorization:
         return None
@@ -38,13 +40,17 @@ async def authenticate(runtime: Runtime, authorization: str | None) -> Viewer | 
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Use `Authorization: Bearer <access token>`.")
     claims = runtime.tokens.decode_access_token(token.strip())
-    users = await users_db.find_users_by_ids(runtime.db, ids=[claims.user_id])
     # A logout (or logoutAll) revokes the login's family: its access tokens stop working at once.
-    if not users or not await sessions_db.is_family_active(
-        runtime.db, family_id=claims.session_family_id, user_id=claims.user_id, now=utcnow()
-    ):
+    # Revocation is read from the database on every request, never from a cache.
+    user, active = await asyncio.gather(
+        loaders.users.load(claims.user_id),
+        sessions_db.is_family_active(
+            runtime.db, family_id=claims.session_family_id, user_id=claims.user_id, now=utcnow()
+        ),
+    )
+    if user is None or not active:
         raise Unauthenticated("The session has ended; sign in again.")
-    return Viewer(user=users[0], session_family_id=claims.session_family_id)
+    return Viewer(user=user, session_family_id=claims.session_family_id)
 
 
 class AccountService:
@@ -90,16 +96,16 @@ class AccountService:
         return await self._start_session(user)
 
     async def login(self, *, email: str, password: str) -> AuthResult:
-        user = await users_db.find_user_by_email(self._db, email=email.strip().lower())
+        found = await users_db.find_credentials(self._db, email=email.strip().lower())
         # Unknown emails still pay for a hash check: timing must not reveal which accounts exist.
-        verification = await self._runtime.passwords.verify(user.password_hash if user else None, password)
-        if user is None or not verification.ok:
+        verification = await self._runtime.passwords.verify(found.password_hash if found else None, password)
+        if found is None or not verification.ok:
             raise InvalidCredentials(BAD_LOGIN)
         if verification.new_hash:
             await users_db.set_password_hash_if_unchanged(
-                self._db, user_id=user.id, old_hash=user.password_hash, new_hash=verification.new_hash
+                self._db, user_id=found.user.id, old_hash=found.password_hash, new_hash=verification.new_hash
             )
-        return await self._start_session(user)
+        return await self._start_session(found.user)
 
     async def refresh(self, *, refresh_token: str) -> AuthResult:
         token_hash = hash_refresh_token(refresh_token)
@@ -111,10 +117,10 @@ class AccountService:
                 # A rotated token came back: it was stolen or leaked. End that whole login.
                 await sessions_db.revoke_family(self._db, family_id=known.family_id, now=now)
             raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
-        users = await users_db.find_users_by_ids(self._db, ids=[claimed.user_id])
-        if not users:
+        user = await self._deps.loaders.users.load(claimed.user_id)
+        if user is None:
             raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
-        return await self._start_session(users[0], family_id=claimed.family_id)
+        return await self._start_session(user, family_id=claimed.family_id)
 
     async def logout(self, *, refresh_token: str) -> None:
         """Ends the login the refresh token belongs to (its access tokens stop working too)."""
@@ -146,7 +152,7 @@ class AccountService:
         user = await users_db.update_user(self._db, user_id=viewer.id, changes=changes, now=utcnow())
         if user is None:
             raise NotFound(USER_NOT_FOUND)
-        self._deps.loaders.users.remember(user)
+        await self._deps.loaders.users.store(user)
         return user
 
     async def change_password(self, *, current_password: str, new_password: str) -> UserRecord:
@@ -155,7 +161,8 @@ class AccountService:
         check = Checker()
         check.password(("input", "newPassword"), new_password)
         check.raise_if_any()
-        verification = await self._runtime.passwords.verify(viewer.user.password_hash, current_password)
+        found = await users_db.find_credentials(self._db, user_id=viewer.id)
+        verification = await self._runtime.passwords.verify(found.password_hash if found else None, current_password)
         if not verification.ok:
             raise InvalidCredentials("The current password is wrong.", field=("input", "currentPassword"))
         now = utcnow()
@@ -166,7 +173,7 @@ class AccountService:
         await sessions_db.revoke_user_sessions(
             self._db, user_id=viewer.id, now=now, keep_family=viewer.session_family_id
         )
-        return user
+        return await self._deps.loaders.users.store(user)
 
 
 class UserService:
