@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from secantus import SecantusDBServer
 
 from taskql.server import build_app
@@ -20,6 +20,38 @@ from taskql.settings import Settings
 TEST_SECRET = "test-secret-" + "x" * 40
 PASSWORD = "correct horse battery"
 _emails = itertools.count()
+
+
+class CommandLog(monitoring.CommandListener):
+    """Names of the commands sent to one test database (registered once, before any client exists)."""
+
+    def __init__(self) -> None:
+        self.database: str | None = None
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name == self.database:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def reads(self) -> int:
+        return sum(name in ("find", "aggregate") for name in self.names)
+
+
+COMMAND_LOG = CommandLog()
+monitoring.register(COMMAND_LOG)
+
+
+@pytest.fixture
+def command_log(settings: Settings) -> Iterator[CommandLog]:
+    COMMAND_LOG.database, COMMAND_LOG.names = settings.mongodb_database, []
+    yield COMMAND_LOG
+    COMMAND_LOG.database = None
 
 
 @pytest.fixture(scope="session")

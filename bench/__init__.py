@@ -1,0 +1,1 @@
+"""Load benchmarks of TaskQL and their baselines (see bench/README.md)."""

@@ -1,0 +1,336 @@
+"""The entity cache: hot reads from Redis, never stale after a write, across instances and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from bson import ObjectId
+from redis.asyncio import Redis
+
+from taskql.loaders.cache import EntityCache, MemoryBackend, PutEntry, RedisBackend
+from taskql.server import build_app
+from taskql.settings import Settings
+from tests.conftest import (
+    CommandLog,
+    GraphQLClient,
+    add_member,
+    create_project,
+    create_task,
+    sign_up,
+)
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+TASK = "query($id: ID!) { task(id: $id) { id title version createdBy { name } } }"
+PROJECT = "query($id: ID!) { project(id: $id) { id name } }"
+UPDATE_TITLE = """
+mutation($id: ID!, $title: String!) {
+  updateTask(input: {id: $id, title: $title}) { task { version } userErrors { code message } }
+}
+"""
+RENAME_PROJECT = """
+mutation($id: ID!, $name: String!) { updateProject(input: {id: $id, name: $name}) { userErrors { code } } }
+"""
+REMOVE_MEMBER = """
+mutation($p: ID!, $u: ID!) { removeProjectMember(input: {projectId: $p, userId: $u}) { userErrors { code } } }
+"""
+
+
+def object_id(global_id: str) -> ObjectId:
+    return ObjectId(base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode().split(":")[1])
+
+
+class Instances:
+    """Several app instances over one database (and one Redis, when configured): a load-balanced fleet."""
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self.apps: list[Any] = []
+
+    async def start(self, settings: Settings, count: int) -> list[GraphQLClient]:
+        clients = []
+        for _ in range(count):
+            app = build_app(settings)
+            manager = await self._stack.enter_async_context(LifespanManager(app))
+            self.apps.append(app)
+            http = await self._stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t")
+            )
+            clients.append(GraphQLClient(http))
+        return clients
+
+    def cache(self, index: int) -> EntityCache:
+        return self.apps[index].state.runtime.cache
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+@pytest.fixture
+async def instances() -> AsyncIterator[Instances]:
+    fleet = Instances()
+    yield fleet
+    await fleet.close()
+
+
+@pytest.fixture
+def redis_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"redis_url": SHARED_REDIS})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own, to stop, pause and restart without touching the shared one."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = shutil.which("redis-server")
+        assert command, "redis-server must be installed (.ci/run installs it)"
+        self._process = subprocess.Popen(
+            [command, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_hot_reads_are_served_from_redis(
+    instances: Instances, redis_settings: Settings, command_log: CommandLog
+) -> None:
+    [client] = await instances.start(redis_settings, 1)
+    owner = await sign_up(client, "Owner")
+    task = await create_task(owner, await create_project(owner))
+    await owner.execute(TASK, {"id": task["id"]})  # the first read fills the cache
+
+    command_log.names.clear()
+    data = await owner.execute(TASK, {"id": task["id"]})
+
+    assert data["task"]["title"] == "Task"
+    # Only the session check (revocation is never cached) reaches the database.
+    assert command_log.names == ["find"]
+    redis = Redis.from_url(SHARED_REDIS)
+    assert await redis.exists(EntityCache.key("task", object_id(task["id"])))
+    await redis.aclose()
+    assert instances.cache(0).stats.hits >= 3  # viewer, task, its author
+
+
+async def test_a_write_through_one_instance_is_seen_by_the_other(
+    instances: Instances, redis_settings: Settings
+) -> None:
+    a, b = await instances.start(redis_settings, 2)
+    owner_a = await sign_up(a, "Owner")
+    owner_b = b.as_user(owner_a.token)
+    project_id = await create_project(owner_a, "Before")
+    task = await create_task(owner_a, project_id)
+    await owner_b.execute(TASK, {"id": task["id"]})
+    await owner_b.execute(PROJECT, {"id": project_id})  # both now cached
+
+    await owner_a.execute(UPDATE_TITLE, {"id": task["id"], "title": "After"})
+    await owner_a.execute(RENAME_PROJECT, {"id": project_id, "name": "Renamed"})
+
+    assert (await owner_b.execute(TASK, {"id": task["id"]}))["task"]["title"] == "After"
+    assert (await owner_b.execute(PROJECT, {"id": project_id}))["project"]["name"] == "Renamed"
+
+
+async def test_removing_a_member_takes_effect_on_their_next_request_anywhere(
+    instances: Instances, redis_settings: Settings
+) -> None:
+    a, b = await instances.start(redis_settings, 2)
+    owner = await sign_up(a, "Owner")
+    member = await sign_up(a, "Member")
+    project_id = await create_project(owner)
+    await add_member(owner, project_id, member, "EDITOR")
+    member_on_b = b.as_user(member.token)
+    assert (await member_on_b.execute(PROJECT, {"id": project_id}))["project"]["id"] == project_id
+
+    await owner.execute(REMOVE_MEMBER, {"p": project_id, "u": member.user["id"]})
+
+    body = await member_on_b.post(PROJECT, {"id": project_id})
+    assert body["data"]["project"] is None
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_no_read_after_an_acknowledged_update_returns_an_older_version(
+    instances: Instances, settings: Settings, backend: str
+) -> None:
+    # Two instances share Redis; the in-process cache is per process, so it is tested with one.
+    if backend == "redis":
+        writer, reader = await instances.start(settings.model_copy(update={"redis_url": SHARED_REDIS}), 2)
+    else:
+        writer = reader = (await instances.start(settings, 1))[0]
+    owner = await sign_up(writer, "Owner")
+    project_id = await create_project(owner)
+    tasks = [await create_task(owner, project_id, title=f"t{n}") for n in range(10)]
+    reading = reader.as_user(owner.token)
+    stale: list[tuple[int, int]] = []
+    done = asyncio.Event()
+
+    async def pairs(task_id: str) -> None:
+        for n in range(20):
+            payload = (await owner.execute(UPDATE_TITLE, {"id": task_id, "title": f"v{n}"}))["updateTask"]
+            acknowledged = payload["task"]["version"]
+            seen = (await reading.execute(TASK, {"id": task_id}))["task"]["version"]
+            if seen < acknowledged:
+                stale.append((acknowledged, seen))
+
+    async def racing_reader(task_id: str) -> None:
+        # Cache misses that read an old version race the writers' cache updates.
+        while not done.is_set():
+            await reading.execute(TASK, {"id": task_id})
+
+    noise = [asyncio.create_task(racing_reader(task["id"])) for task in tasks]
+    await asyncio.gather(*(pairs(task["id"]) for task in tasks))
+    done.set()
+    await asyncio.gather(*noise)
+
+    assert stale == []
+    versions = [(await reading.execute(TASK, {"id": t["id"]}))["task"]["version"] for t in tasks]
+    assert versions == [21] * 10
+
+
+async def test_requests_survive_a_redis_outage_and_the_cache_resumes(
+    instances: Instances, settings: Settings, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_settings = settings.model_copy(update={"redis_url": private_redis.url, "cache_retry_seconds": 0.2})
+    [client] = await instances.start(redis_settings, 1)
+    owner = await sign_up(client, "Owner")
+    task = await create_task(owner, await create_project(owner))
+    await owner.execute(TASK, {"id": task["id"]})
+    caplog.set_level(logging.WARNING, logger="taskql.cache")
+
+    private_redis.stop()
+    during = [await owner.execute(TASK, {"id": task["id"]}) for _ in range(5)]
+    updated = await owner.execute(UPDATE_TITLE, {"id": task["id"], "title": "written during the outage"})
+    private_redis.start()
+    await asyncio.sleep(0.3)
+    after = await owner.execute(TASK, {"id": task["id"]})
+    again = await owner.execute(TASK, {"id": task["id"]})
+
+    assert all(d["task"]["title"] == "Task" for d in during)
+    assert updated["updateTask"]["task"]["version"] == 2
+    assert after["task"]["title"] == again["task"]["title"] == "written during the outage"
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 1
+    assert any("resuming" in r.getMessage() for r in caplog.records)
+    redis = Redis.from_url(private_redis.url)
+    assert await redis.exists(EntityCache.key("task", object_id(task["id"])))
+    await redis.aclose()
+
+
+async def test_writes_during_an_outage_never_let_the_old_entry_be_served(
+    instances: Instances, settings: Settings, private_redis: RedisServer
+) -> None:
+    # The cache keeps its data (a pause, not a restart): the entry cached before the outage is older
+    # than the database, and the instance must not serve it once Redis answers again.
+    redis_settings = settings.model_copy(update={"redis_url": private_redis.url, "cache_retry_seconds": 0.2})
+    [client] = await instances.start(redis_settings, 1)
+    owner = await sign_up(client, "Owner")
+    task = await create_task(owner, await create_project(owner))
+    await owner.execute(TASK, {"id": task["id"]})
+    admin = Redis.from_url(private_redis.url)
+
+    await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+    await owner.execute(UPDATE_TITLE, {"id": task["id"], "title": "new"})
+    await asyncio.sleep(1.6)
+    read = await owner.execute(TASK, {"id": task["id"]})
+
+    assert read["task"]["title"] == "new"
+    assert read["task"]["version"] == 2
+    await admin.aclose()
+
+
+def _entry(key: str, version: int, payload: str = "x") -> PutEntry:
+    return PutEntry(key, version, f"{version}|{payload}", 60)
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield MemoryBackend(max_entries=100)
+        return
+    client = Redis.from_url(SHARED_REDIS)
+    yield RedisBackend(client)
+    await client.aclose()
+
+
+async def test_backends_only_replace_entries_with_newer_versions(backend: Any) -> None:
+    key = f"taskql:test:{ObjectId()}"
+
+    await backend.put_many([_entry(key, 2, "two")])
+    await backend.put_many([_entry(key, 1, "one")])  # a late write-back of an older read
+    await backend.put_many([_entry(key, 2, "two again")])
+
+    assert await backend.get_many([key]) == ["2|two"]
+    await backend.put_many([_entry(key, 3, "three")])
+    assert await backend.get_many([key]) == ["3|three"]
+
+
+async def test_backends_let_a_marker_be_filled_only_by_its_version_or_newer(backend: Any) -> None:
+    key = f"taskql:test:{ObjectId()}"
+    await backend.put_many([_entry(key, 5, "")])  # "version 5 exists, value unknown"
+
+    await backend.put_many([_entry(key, 4, "four")])
+    assert await backend.get_many([key]) == ["5|"]
+    await backend.put_many([_entry(key, 5, "five")])
+    assert await backend.get_many([key]) == ["5|five"]
+
+
+async def test_memory_backend_is_a_bounded_lru() -> None:
+    backend = MemoryBackend(max_entries=3)
+    await backend.put_many([_entry(f"k{n}", 1) for n in range(3)])
+    await backend.get_many(["k0"])  # k0 becomes the most recently used
+
+    await backend.put_many([_entry("k3", 1)])
+
+    assert await backend.get_many(["k0", "k1", "k2", "k3"]) == ["1|x", None, "1|x", "1|x"]
+
+
+async def test_deleted_entities_stay_deleted_in_the_cache() -> None:
+    cache = EntityCache(MemoryBackend(max_entries=10), ttl_seconds={"task": 60})
+    task_id = ObjectId()
+    await cache.put_many("task", [{"_id": task_id, "version": 3, "title": "x"}])
+
+    await cache.delete("task", task_id)
+    await cache.put_many("task", [{"_id": task_id, "version": 4, "title": "late write-back"}])
+
+    assert await cache.get_many("task", [task_id]) == {task_id: None}
