@@ -19,6 +19,7 @@ from asgi_lifespan import LifespanManager
 from bson import ObjectId
 from redis.asyncio import Redis
 
+from taskql.db.tasks import find_tasks_by_ids
 from taskql.loaders.cache import EntityCache, MemoryBackend, PutEntry, RedisBackend
 from taskql.server import build_app
 from taskql.settings import Settings
@@ -194,10 +195,13 @@ async def test_no_read_after_an_acknowledged_update_returns_an_older_version(
     instances: Instances, settings: Settings, backend: str
 ) -> None:
     # Two instances share Redis; the in-process cache is per process, so it is tested with one.
+    # Entries expire or are evicted all the time, so reads keep missing and writing back what they read,
+    # racing the writers: the window in which a stale write-back could land.
     if backend == "redis":
-        writer, reader = await instances.start(settings.model_copy(update={"redis_url": SHARED_REDIS}), 2)
+        churn = {"redis_url": SHARED_REDIS, "cache_task_ttl_seconds": 1}
+        writer, reader = await instances.start(settings.model_copy(update=churn), 2)
     else:
-        writer = reader = (await instances.start(settings, 1))[0]
+        writer = reader = (await instances.start(settings.model_copy(update={"cache_memory_max_entries": 4}), 1))[0]
     owner = await sign_up(writer, "Owner")
     project_id = await create_project(owner)
     tasks = [await create_task(owner, project_id, title=f"t{n}") for n in range(10)]
@@ -226,6 +230,26 @@ async def test_no_read_after_an_acknowledged_update_returns_an_older_version(
     assert stale == []
     versions = [(await reading.execute(TASK, {"id": t["id"]}))["task"]["version"] for t in tasks]
     assert versions == [21] * 10
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_a_write_back_of_a_version_read_before_an_update_is_refused(
+    instances: Instances, settings: Settings, backend: str
+) -> None:
+    # The race above, made deterministic: a reader fetched v1 from MongoDB, then a writer committed
+    # and cached v2, then the slow reader writes its v1 back.
+    update = {"redis_url": SHARED_REDIS} if backend == "redis" else {}
+    [client] = await instances.start(settings.model_copy(update=update), 1)
+    owner = await sign_up(client, "Owner")
+    task = await create_task(owner, await create_project(owner))
+    cache = instances.cache(0)
+    [read_before_update] = await find_tasks_by_ids(instances.apps[0].state.runtime.db, ids=[object_id(task["id"])])
+
+    await owner.execute(UPDATE_TITLE, {"id": task["id"], "title": "v2"})
+    await cache.put_many("task", [read_before_update.to_doc()])
+
+    read = (await owner.execute(TASK, {"id": task["id"]}))["task"]
+    assert (read["title"], read["version"]) == ("v2", 2)
 
 
 async def test_requests_survive_a_redis_outage_and_the_cache_resumes(
@@ -334,3 +358,16 @@ async def test_deleted_entities_stay_deleted_in_the_cache() -> None:
     await cache.put_many("task", [{"_id": task_id, "version": 4, "title": "late write-back"}])
 
     assert await cache.get_many("task", [task_id]) == {task_id: None}
+
+
+async def test_a_wrong_redis_url_only_costs_the_cache(instances: Instances, settings: Settings) -> None:
+    nowhere = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{_free_port()}/0"})
+    [client] = await instances.start(nowhere, 1)
+
+    owner = await sign_up(client, "Owner")
+    task = await create_task(owner, await create_project(owner))
+    data = await owner.execute(TASK, {"id": task["id"]})
+
+    assert data["task"]["createdBy"]["name"] == "Owner"
+    assert instances.cache(0).stats.errors >= 1
+    assert instances.cache(0).stats.hits == 0

@@ -1,0 +1,34 @@
+"""Mode (c)'s baseline: resolvers that query the database once per field, as if there were no DataLoaders.
+
+Only the bench server process installs it. The loaders stay the application's own classes, so the
+services and resolvers run unchanged, but every batch holds one key (one query per `load`) and
+nothing is memoised within the request (the same user or project is fetched again each time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from taskql.db.client import Database
+from taskql.loaders.cache import EntityCache
+from taskql.loaders.request import Loaders
+
+_create_batching_loaders = Loaders.create
+
+
+def create_per_field_loaders(db: Database, cache: EntityCache, *, max_batch_size: int) -> Loaders:
+    """Same signature as Loaders.create; `max_batch_size` is ignored, every batch is a single key."""
+    loaders = _create_batching_loaders(db, cache, max_batch_size=1)
+    for field in dataclasses.fields(loaders):
+        loader: DataLoader[Any, Any] = getattr(loaders, field.name)
+        # DataLoader checks this flag on every load, prime and clear: off, it keeps no per-request memo.
+        loader.cache = False
+    return loaders
+
+
+def install() -> None:
+    """Every request of this process gets per-field loaders (build_context calls Loaders.create)."""
+    Loaders.create = staticmethod(create_per_field_loaders)  # type: ignore[method-assign,assignment]
