@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test schema lock clean
+.PHONY: run test bench schema lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ run: $(STAMP_RUN)
 	$(VENV)/bin/taskql serve
 
 test: $(STAMP_TEST)
-	$(VENV)/bin/ruff check taskql tests
+	$(VENV)/bin/ruff check taskql tests bench
 	$(VENV)/bin/pytest
+
+# Loaders and cache under load (bench/README.md); needs Redis on 127.0.0.1:6379, takes about 2.5 minutes.
+bench: $(STAMP_TEST)
+	$(VENV)/bin/python -m bench.loaders_cache
 
 schema: $(STAMP_RUN)
 	$(VENV)/bin/taskql export-schema

@@ -17,8 +17,10 @@ import platform
 import socket
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -39,7 +41,7 @@ from taskql.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "loaders_cache.json"
 DATABASE = "taskql_bench"
-# The query of the issue, as a member of PROJECTS_PAGE projects, each with many more than TASKS_PAGE tasks.
+# The nested query of the issue; every answer is checked to hold PROJECTS_PAGE projects of TASKS_PAGE tasks.
 NESTED_QUERY = (
     "query { projects(first: 10) { edges { node { owner { name } members { user { name } } "
     "tasks(first: 20) { edges { node { assignee { name } createdBy { name } project { name } } } } } } } }"
@@ -48,7 +50,7 @@ PROJECTS_PAGE = 10
 TASKS_PAGE = 20
 BODY = orjson.dumps({"query": NESTED_QUERY})
 LOGIN = "mutation($input: LoginInput!) { login(input: $input) { accessToken userErrors { code message } } }"
-COUNTED_REQUESTS = 3  # sequential requests whose database commands are counted, per mode
+COUNTED_REQUESTS = 3  # requests sent one at a time, per mode, whose cost is broken down
 SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 120.0  # a per-field request under load takes seconds; it must not count as an error
@@ -57,6 +59,13 @@ PACKAGES = ("strawberry-graphql", "graphql-core", "starlette", "uvicorn", "pymon
 
 class BenchError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    concurrency: int  # requests in flight
+    warmup: float  # seconds of load before measuring, per mode
+    duration: float  # measured seconds, per mode
 
 
 def _free_port() -> int:
@@ -138,15 +147,27 @@ async def _stats(http: httpx.AsyncClient) -> dict[str, Any]:
     return response.json()
 
 
-def _work_per_request(before: dict[str, Any], after: dict[str, Any], requests: int) -> dict[str, Any]:
-    commands = Counter(after["mongo_commands"])
-    commands.subtract(before["mongo_commands"])
+def _work_per_request(before: dict[str, Any], after: dict[str, Any], requests: int, seconds: float) -> dict[str, Any]:
+    """What `requests` sequential requests cost the server, per request, from its stats before and after."""
+
+    def delta(key: str) -> Counter[str]:
+        counts = Counter(after[key])
+        counts.subtract(before[key])
+        return counts
+
+    commands, micros = delta("mongo_commands"), delta("mongo_micros")
     return {
+        "latency_ms": round(seconds / requests * 1000, 1),
+        "server_cpu_ms": round((after["cpu_seconds"] - before["cpu_seconds"]) / requests * 1000, 1),
         "mongo_commands": sum(commands.values()) / requests,
-        "mongo_commands_by_name": {name: count / requests for name, count in sorted(commands.items()) if count},
-        "loader_batches": (after["loader_batches"] - before["loader_batches"]) / requests,
-        "cache_hits": (after["cache_hits"] - before["cache_hits"]) / requests,
-        "cache_misses": (after["cache_misses"] - before["cache_misses"]) / requests,
+        # As the driver times them: commands sent together (mode c) also count the time they queue.
+        "mongo_ms_summed": round(sum(micros.values()) / requests / 1000, 1),
+        "mongo_by_command": {
+            name: {"count": commands[name] / requests, "ms_summed": round(micros[name] / requests / 1000, 1)}
+            for name in sorted(commands)
+            if commands[name]
+        },
+        **{key: (after[key] - before[key]) / requests for key in ("loader_batches", "cache_hits", "cache_misses")},
     }
 
 
@@ -157,14 +178,16 @@ async def _check_and_count(http: httpx.AsyncClient, mode: Mode, headers: dict[st
     if len(projects) != PROJECTS_PAGE or any(len(p["node"]["tasks"]["edges"]) != TASKS_PAGE for p in projects):
         raise BenchError(f"expected {PROJECTS_PAGE} projects of {TASKS_PAGE} tasks each in the answer")
     before = await _stats(http)
+    started = time.perf_counter()
     for _ in range(COUNTED_REQUESTS):
         if await _graphql(http, BODY, headers) != data:
             raise BenchError(f"mode {mode.name} answered the same query differently on successive requests")
+    seconds = time.perf_counter() - started
     after = await _stats(http)
-    work = _work_per_request(before, after, COUNTED_REQUESTS)
+    work = _work_per_request(before, after, COUNTED_REQUESTS, seconds)
     # The cache steps aside silently when Redis fails: mode a must really have been served from Redis.
     if mode.cache and (after["cache_errors"] or not work["cache_hits"]):
-        raise BenchError(f"mode a did not use the Redis cache (errors: {after['cache_errors']})")
+        raise BenchError(f"mode {mode.name} did not use the Redis cache (errors: {after['cache_errors']})")
     return data, work
 
 
@@ -189,21 +212,21 @@ def _mode_result(mode: Mode, load: LoadResult, work: dict[str, Any], cache_error
 
 
 async def _bench_mode(
-    mode: Mode, *, mongodb_uri: str, run_dir: Path, dataset: Dataset, args: argparse.Namespace
+    mode: Mode, plan: LoadPlan, *, mongodb_uri: str, run_dir: Path, redis_url: str, dataset: Dataset
 ) -> tuple[dict[str, Any], Any]:
     """(result, answer) of one mode: its own server process on the shared database."""
     _say(f"mode {mode.name} ({mode.description}): starting its server")
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    limits = httpx.Limits(max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency)
     async with (
-        _server(mode, mongodb_uri=mongodb_uri, run_dir=run_dir, redis_url=args.redis_url) as base_url,
+        _server(mode, mongodb_uri=mongodb_uri, run_dir=run_dir, redis_url=redis_url) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT, limits=limits) as http,
     ):
         headers = {"content-type": "application/json", "authorization": f"Bearer {await _login(http, dataset)}"}
         data, work = await _check_and_count(http, mode, headers)
-        _say(f"mode {mode.name}: warming up {args.warmup:g} s, then measuring {args.duration:g} s")
-        await run_load(http, "/graphql", BODY, headers, concurrency=args.concurrency, duration=args.warmup)
+        _say(f"mode {mode.name}: warming up {plan.warmup:g} s, then measuring {plan.duration:g} s")
+        await run_load(http, "/graphql", BODY, headers, concurrency=plan.concurrency, duration=plan.warmup)
         before = await _stats(http)
-        load = await run_load(http, "/graphql", BODY, headers, concurrency=args.concurrency, duration=args.duration)
+        load = await run_load(http, "/graphql", BODY, headers, concurrency=plan.concurrency, duration=plan.duration)
         cache_errors = (await _stats(http))["cache_errors"] - before["cache_errors"]
     return _mode_result(mode, load, work, cache_errors), data
 
@@ -254,9 +277,9 @@ def _ratio(modes: dict[str, dict[str, Any]], faster: str, slower: str) -> float 
     return round(modes[faster]["requests_per_second"] / modes[slower]["requests_per_second"], 2)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    spec = DatasetSpec(users=args.users, projects=args.projects, tasks=args.tasks)
-    environment = _environment(await _redis_version(args.redis_url))
+async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], redis_url: str) -> dict[str, Any]:
+    """Seeds `spec`, measures each mode in turn under `plan`; the report written as JSON."""
+    environment = _environment(await _redis_version(redis_url))
     modes: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="taskql-bench-") as tmp:
         run_dir = Path(tmp)
@@ -266,9 +289,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             _say(f"seeding {spec.users} users, {spec.projects} projects, {spec.tasks:,} tasks")
             dataset = await _seed(mongodb_uri, run_dir, spec)
             reference: tuple[str, Any] | None = None
-            for name in args.modes:
+            for name in modes_to_run:
                 modes[name], answer = await _bench_mode(
-                    MODES[name], mongodb_uri=mongodb_uri, run_dir=run_dir, dataset=dataset, args=args
+                    MODES[name], plan, mongodb_uri=mongodb_uri, run_dir=run_dir, redis_url=redis_url, dataset=dataset
                 )
                 if reference is None:
                     reference = (name, answer)
@@ -291,9 +314,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "load": {
             "generator": "Python asyncio + httpx, closed loop over keep-alive connections",
-            "concurrency": args.concurrency,
-            "warmup_seconds": args.warmup,
-            "duration_seconds": args.duration,
+            "concurrency": plan.concurrency,
+            "warmup_seconds": plan.warmup,
+            "duration_seconds": plan.duration,
         },
         "responses_identical": True,  # checked above: a difference ends the run
         "modes": modes,
@@ -306,49 +329,65 @@ def _say(message: str) -> None:
 
 
 def _table(report: dict[str, Any]) -> str:
-    rows = [f"{'mode':<5}{'setup':<24}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'mongo cmds/req':>16}"]
+    rows = [
+        f"{'mode':<5}{'setup':<23}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'n':>6}{'errors':>7}"
+        f"{'db cmds/req':>12}{'solo ms':>8}"
+    ]
     for name, mode in report["modes"].items():
         latency = mode["latency_ms"]
-        p50, p99 = (f"{value:.1f}" if value is not None else "-" for value in (latency["p50"], latency["p99"]))
+        p50, p99 = (f"{value:.0f}" if value is not None else "-" for value in (latency["p50"], latency["p99"]))
+        work = mode["per_request"]
         rows.append(
-            f"{name:<5}{mode['description']:<24}{mode['requests_per_second']:>8.1f}{p50:>9}{p99:>9}"
-            f"{mode['errors']:>8}{mode['per_request']['mongo_commands']:>16.1f}"
+            f"{name:<5}{mode['description']:<23}{mode['requests_per_second']:>7.2f}{p50:>8}{p99:>8}"
+            f"{mode['requests']:>6}{mode['errors']:>7}{work['mongo_commands']:>12.0f}{work['latency_ms']:>8.0f}"
         )
-    ratios = [f"{pair} = {value:.1f}x" for pair, value in report["ratios"].items() if value is not None]
+    ratios = [f"{pair} = {value:.2f}x" for pair, value in report["ratios"].items() if value is not None]
     if ratios:
         rows.append("requests/s ratios: " + ", ".join(ratios))
+    rows.append("n: requests measured; solo ms: latency of one request with nothing else in flight")
     return "\n".join(rows)
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, DatasetSpec, LoadPlan]:
     defaults = DatasetSpec()
     parser = argparse.ArgumentParser(
         prog="python -m bench.loaders_cache", description="Benchmark loaders and cache on a nested query."
     )
-    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=sorted(MODES))
+    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=sorted(MODES), help="(default: a b c)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
-    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per mode (default: 15)")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per mode (default: 20)")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per mode first (default: 3)")
-    parser.add_argument("--users", type=int, default=defaults.users)
-    parser.add_argument("--projects", type=int, default=defaults.projects)
-    parser.add_argument("--tasks", type=int, default=defaults.tasks)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the cache of mode a")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--users", type=int, default=defaults.users, help=f"(default: {defaults.users})")
+    parser.add_argument("--projects", type=int, default=defaults.projects, help=f"(default: {defaults.projects})")
+    parser.add_argument("--tasks", type=int, default=defaults.tasks, help=f"(default: {defaults.tasks:,})")
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/0", help="the cache of mode a (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help="JSON report (default: bench/results/loaders_cache.json)"
+    )
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--concurrency must be at least 1, --duration positive, --warmup not negative")
     if args.projects < PROJECTS_PAGE or args.tasks < args.projects * TASKS_PAGE:
         parser.error(f"the query reads {PROJECTS_PAGE} projects of {TASKS_PAGE} tasks: seed at least that many")
-    return args
+    try:
+        spec = DatasetSpec(users=args.users, projects=args.projects, tasks=args.tasks)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args, spec, LoadPlan(concurrency=args.concurrency, warmup=args.warmup, duration=args.duration)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(argv)
+    args, spec, plan = _parse_args(argv)
     try:
-        report = asyncio.run(run(args))
+        report = asyncio.run(run(spec, plan, modes_to_run=args.modes, redis_url=args.redis_url))
     except BenchError as exc:
         raise SystemExit(f"benchmark failed: {exc}") from exc
     print(_table(report))
+    for name, mode in report["modes"].items():
+        if mode["cache_errors_under_load"]:
+            _say(f"warning: mode {name} could not reach Redis {mode['cache_errors_under_load']} times under load")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     _say(f"wrote {args.output}")

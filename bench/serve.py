@@ -1,14 +1,15 @@
 """One TaskQL server process under test: `python -m bench.serve --mode a|b|c --port N --mongodb-uri URI ...`.
 
-Besides the application it serves `GET /_bench/stats`: MongoDB commands by name (a pymongo command
-listener) and the loader/cache counters of this process, so the benchmark can report the database
-work per request of each mode.
+Besides the application it serves `GET /_bench/stats`: MongoDB commands by name with their time
+(a pymongo command listener), the loader and cache counters and the CPU time of this process, so
+the benchmark can report where each mode spends a request.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,22 +46,25 @@ MODES = {
 }
 
 
-class CommandCounter(monitoring.CommandListener):
+class CommandMonitor(monitoring.CommandListener):
+    """This process's MongoDB commands by name: how many, and how long each took as the driver saw it."""
+
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.micros: Counter[str] = Counter()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.counts[event.command_name] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        self.micros[event.command_name] += event.duration_micros
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self.micros[event.command_name] += event.duration_micros
 
 
 def settings_for(mode: Mode, *, mongodb_uri: str, database: str, data_dir: Path, redis_url: str) -> Settings:
-    # data_dir is shared by the modes of a run, so they all sign tokens with the secret generated there.
+    # With mongodb_uri set nothing is started under data_dir: it only holds the generated JWT secret.
     return Settings(
         _env_file=None,
         mongodb_uri=mongodb_uri,
@@ -83,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     mode = MODES[args.mode]
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    counter = CommandCounter()
-    monitoring.register(counter)  # before build_app: a client copies the global listeners when created
+    commands = CommandMonitor()
+    monitoring.register(commands)  # before build_app: a client copies the global listeners when created
     if mode.per_field:
         per_field.install()
     settings = settings_for(
@@ -97,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
         cache = runtime.cache.stats
         return JSONResponse(
             {
-                "mongo_commands": dict(counter.counts),
+                "mongo_commands": dict(commands.counts),
+                "mongo_micros": dict(commands.micros),
+                "cpu_seconds": time.process_time(),
                 "loader_batches": cache.batches,
                 "cache_hits": cache.hits,
                 "cache_misses": cache.misses,

@@ -25,7 +25,7 @@ async def test_startup_creates_every_declared_index(app: Any, settings: Settings
     for collection, models in INDEXES.items():
         assert {model.document["name"] for model in models} <= names[collection]
     assert "email_unique" in names["users"]
-    assert {"project_due_sort", "assignee_priority_rank", "search_terms"} <= names["tasks"]
+    assert {"project_due_sort", "assignee_priority_rank", "search_terms_project"} <= names["tasks"]
 
 
 async def test_ensuring_indexes_twice_changes_nothing(app: Any, settings: Settings) -> None:

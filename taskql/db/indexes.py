@@ -37,8 +37,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel(
             [("project_id", ASCENDING), ("status", ASCENDING), ("due_sort", ASCENDING)], name="project_status_due"
         ),
-        IndexModel([("project_id", ASCENDING), ("search_terms", ASCENDING)], name="project_search_terms"),
-        IndexModel([("search_terms", ASCENDING)], name="search_terms"),
+        # Term first: a (project_id, search_terms) index would also match plain project_id queries, and
+        # SecantusDB's planner then picks it (multikey, every key of every task) over the sort indexes.
+        IndexModel([("search_terms", ASCENDING), ("project_id", ASCENDING)], name="search_terms_project"),
     ],
     "activity": [
         IndexModel([("task_id", ASCENDING), ("at", ASCENDING), ("_id", ASCENDING)], name="task_at"),

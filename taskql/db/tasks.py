@@ -150,7 +150,7 @@ class TaskScope:
         return {}
 
 
-def _derived(doc: dict[str, Any]) -> dict[str, Any]:
+def derived_fields(doc: dict[str, Any]) -> dict[str, Any]:
     """Fields computed from the task's own values, recomputed on every write."""
     return {
         "priority_rank": PRIORITY_RANK[doc["priority"]],
@@ -162,7 +162,7 @@ def _derived(doc: dict[str, Any]) -> dict[str, Any]:
 
 async def insert_task(db: Database, *, values: dict[str, Any], session: AsyncClientSession | None = None) -> TaskRecord:
     doc = {"_id": ObjectId(), **values, "version": 1}
-    doc.update(_derived(doc))
+    doc.update(derived_fields(doc))
     await db.tasks.insert_one(doc, session=session)
     return TaskRecord.from_doc(doc)
 
@@ -186,7 +186,7 @@ async def update_task_if_version(
         "due_at": current.due_at,
         **changes,
     }
-    derived = _derived(merged)
+    derived = derived_fields(merged)
     doc = await db.tasks.find_one_and_update(
         {"_id": current.id, "version": current.version},
         {"$set": {**changes, **derived}, "$inc": {"version": 1}},
