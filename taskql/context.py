@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,6 +13,7 @@ from taskql.errors import Unauthenticated
 from taskql.loaders.request import Loaders
 from taskql.services.activity import ActivityService
 from taskql.services.common import Deps, Runtime
+from taskql.services.events import TaskEventService
 from taskql.services.projects import ProjectService
 from taskql.services.tasks import TaskService
 from taskql.services.users import AccountService, UserService, authenticate
@@ -23,11 +25,13 @@ class Context:
     response: Response | WebSocket | None
     request_id: str
     deps: Deps
+    connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
     accounts: AccountService = field(init=False)
     users: UserService = field(init=False)
     projects: ProjectService = field(init=False)
     tasks: TaskService = field(init=False)
     activity: ActivityService = field(init=False)
+    task_events: TaskEventService = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountService(self.deps)
@@ -35,16 +39,34 @@ class Context:
         self.projects = ProjectService(self.deps)
         self.tasks = TaskService(self.deps)
         self.activity = ActivityService(self.deps)
+        self.task_events = TaskEventService(self.deps)
+
+    def renew(self, deps: Deps) -> None:
+        """A WebSocket's context lives as long as the connection: new viewer, or fresh loaders per event."""
+        self.deps = deps
+        self.__post_init__()
+
+    def fresh_loaders(self) -> None:
+        runtime = self.deps.runtime
+        self.renew(Deps(runtime=runtime, loaders=new_loaders(runtime), viewer=self.deps.viewer, auth_problem=None))
 
 
-async def build_context(
-    runtime: Runtime, request: Request | WebSocket, response: Response | WebSocket | None, *, authorization: str | None
-) -> Context:
-    loaders = Loaders.create(runtime.db, runtime.cache, max_batch_size=runtime.settings.loader_max_batch_size)
+def new_loaders(runtime: Runtime) -> Loaders:
+    return Loaders.create(runtime.db, runtime.cache, max_batch_size=runtime.settings.loader_max_batch_size)
+
+
+async def authenticated_deps(runtime: Runtime, authorization: str | None) -> Deps:
+    loaders = new_loaders(runtime)
     auth_problem = None
     try:
         viewer = await authenticate(runtime, loaders, authorization)
     except Unauthenticated as exc:
         viewer, auth_problem = None, exc.message
-    deps = Deps(runtime=runtime, loaders=loaders, viewer=viewer, auth_problem=auth_problem)
+    return Deps(runtime=runtime, loaders=loaders, viewer=viewer, auth_problem=auth_problem)
+
+
+async def build_context(
+    runtime: Runtime, request: Request | WebSocket, response: Response | WebSocket | None, *, authorization: str | None
+) -> Context:
+    deps = await authenticated_deps(runtime, authorization)
     return Context(request=request, response=response, request_id=request.state.request_id, deps=deps)

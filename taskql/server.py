@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 
+from bson import ObjectId
 from cross_web import HTTPException
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 
 from taskql.auth.passwords import Passwords
 from taskql.auth.tokens import TokenIssuer
-from taskql.context import Context, build_context
+from taskql.context import Context, authenticated_deps, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
 from taskql.embedded import EmbeddedMongo
+from taskql.events.broker import EventBroker
+from taskql.events.store import create_event_store
 from taskql.loaders.cache import create_cache, create_redis
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
@@ -31,20 +37,61 @@ from taskql.settings import Settings
 logger = logging.getLogger("taskql.server")
 
 
+_CONTEXT_KEY = "taskql.context"
+
+
 class TaskQLGraphQL(GraphQL):
+    """GraphQL over HTTP and WebSocket (graphql-transport-ws and legacy graphql-ws)."""
+
     def __init__(self, app: Starlette, settings: Settings) -> None:
-        super().__init__(build_schema(), graphql_ide=None if settings.is_production else "graphiql")
+        super().__init__(
+            build_schema(),
+            graphql_ide=None if settings.is_production else "graphiql",
+            keep_alive=True,
+            keep_alive_interval=settings.ws_keep_alive_seconds,
+        )
         self._app = app
+        self._max_connections = settings.ws_max_connections_per_user
+        self._open_connections: Counter[ObjectId] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            context = scope.get(_CONTEXT_KEY)
+            if scope["type"] == "websocket" and context is not None and context.deps.viewer is not None:
+                self._open_connections[context.deps.viewer.id] -= 1
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         runtime: Runtime = self._app.state.runtime
         try:
-            return await build_context(runtime, request, response, authorization=request.headers.get("authorization"))
+            context = await build_context(
+                runtime, request, response, authorization=request.headers.get("authorization")
+            )
         except PyMongoError as exc:
             # Authentication reads the database before GraphQL runs: report the outage, never its details.
             request_id = request.state.request_id
             logger.error("database unavailable while authenticating request %s", request_id, exc_info=exc)
             raise HTTPException(503, f"Service temporarily unavailable (request id {request_id}).") from exc
+        request.scope[_CONTEXT_KEY] = context
+        return context
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """Authenticates a WebSocket from its connection_init payload: {"authorization": "Bearer ..."}."""
+        authorization = (context.connection_params or {}).get("authorization")
+        if not isinstance(authorization, str):
+            raise ConnectionRejectionError({"message": 'Send {"authorization": "Bearer <access token>"}.'})
+        try:
+            deps = await authenticated_deps(self._app.state.runtime, authorization)
+        except PyMongoError as exc:
+            logger.error("database unavailable while authenticating a WebSocket", exc_info=exc)
+            raise ConnectionRejectionError({"message": "Service temporarily unavailable."}) from exc
+        if deps.viewer is None:
+            raise ConnectionRejectionError({"message": deps.auth_problem})
+        if self._open_connections[deps.viewer.id] >= self._max_connections:
+            raise ConnectionRejectionError({"message": f"At most {self._max_connections} connections per user."})
+        self._open_connections[deps.viewer.id] += 1
+        context.renew(deps)
 
 
 def build_app(settings: Settings | None = None) -> Starlette:
@@ -60,6 +107,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
             uri = await embedded.start()
         client = create_client(settings, uri)
         redis = create_redis(settings)
+        events = EventBroker(create_event_store(settings), buffer_size=settings.subscription_buffer_size)
         try:
             db = Database(client, settings)
             await db.detect_capabilities()
@@ -75,9 +123,11 @@ def build_app(settings: Settings | None = None) -> Starlette:
                     access_ttl=settings.access_token_ttl,
                 ),
                 cache=create_cache(settings, redis),
+                events=events,
             )
             yield
         finally:
+            await events.close()
             await client.close()
             if redis is not None:
                 await redis.aclose()
@@ -101,5 +151,6 @@ def build_app(settings: Settings | None = None) -> Starlette:
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
-    app.router.routes.append(Route("/graphql", TaskQLGraphQL(app, settings), methods=["GET", "POST"]))
+    graphql = TaskQLGraphQL(app, settings)
+    app.router.routes += [Route("/graphql", graphql, methods=["GET", "POST"]), WebSocketRoute("/graphql", graphql)]
     return app

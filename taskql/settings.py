@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     cache_retry_seconds: float = Field(1.0, gt=0, description="pause before retrying an unreachable Redis")
     loader_max_batch_size: int = Field(100, ge=1, le=1000)
 
+    # Live task events (subscriptions).
+    events_max_length: int = Field(10_000, ge=100, description="events kept per project for resuming")
+    events_max_age_seconds: int = Field(86_400, ge=60, description="and for at most this long")
+    subscription_buffer_size: int = Field(100, ge=1, description="events a slow subscriber may lag behind")
+    ws_max_connections_per_user: int = Field(20, ge=1, description="open WebSocket connections, per instance")
+    ws_keep_alive_seconds: float = Field(15, gt=0)
+
     # Tokens. An empty secret outside production is generated once and kept under data_dir.
     jwt_secret: str = ""
     jwt_issuer: str = "taskql"

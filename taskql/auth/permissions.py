@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from bson import ObjectId
 
@@ -20,6 +21,7 @@ class Viewer:
 
     user: UserRecord
     session_family_id: ObjectId
+    access_expires_at: datetime  # long-lived operations (subscriptions) end here
 
     @property
     def id(self) -> ObjectId:

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from bson import ObjectId
@@ -23,6 +23,7 @@ REQUIRED_CLAIMS = ["sub", "iat", "exp", "iss", "aud", "jti", "typ", "sid"]
 class AccessClaims:
     user_id: ObjectId
     session_family_id: ObjectId
+    expires_at: datetime
 
 
 class TokenIssuer:
@@ -67,6 +68,7 @@ class TokenIssuer:
             return AccessClaims(
                 user_id=ObjectId(claims["sub"]),
                 session_family_id=ObjectId(claims["sid"]),
+                expires_at=datetime.fromtimestamp(claims["exp"], UTC),
             )
         except (InvalidId, TypeError) as exc:
             raise Unauthenticated("The access token is invalid.") from exc

@@ -22,14 +22,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-import orjson
 from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from taskql.codec import decode_document, encode_document
 from taskql.settings import Settings
 
 logger = logging.getLogger("taskql.cache")
@@ -39,7 +38,6 @@ CACHE_FORMAT_VERSION = 1  # bump when a cached document's shape changes: old ent
 TOMBSTONE_VERSION = 2**53  # beats every real version: nothing re-populates a deleted entity
 _DELETED = "-"
 _UNKNOWN = ""  # marker payload: "at least this version exists", value not cached
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # KEYS: entry keys; ARGV: (ttl, version, value) per key. Replaces an entry only with a newer version,
 # or a marker of the same version with its value.
@@ -58,34 +56,6 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, ObjectId):
-        return {"$oid": str(value)}
-    if isinstance(value, datetime):
-        return {"$date": (value - _EPOCH) // timedelta(milliseconds=1)}
-    raise TypeError(f"cannot cache a {type(value).__name__}")
-
-
-def _revive(value: Any) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and "$oid" in value:
-            return ObjectId(value["$oid"])
-        if len(value) == 1 and "$date" in value:
-            return _EPOCH + timedelta(milliseconds=value["$date"])
-        return {key: _revive(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_revive(item) for item in value]
-    return value
-
-
-def encode_document(doc: Mapping[str, Any]) -> str:
-    return orjson.dumps(doc, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
-
-
-def decode_document(payload: str) -> dict[str, Any]:
-    return _revive(orjson.loads(payload))
 
 
 @dataclass(frozen=True)

@@ -82,12 +82,15 @@ class ByIdLoader(DataLoader[ObjectId, "R | None"], Generic[R]):
         self.prime(object_id, None)
         await self._cache.delete(self.kind, object_id)
 
-    async def refresh(self, ids: Sequence[ObjectId]) -> None:
+    async def refresh(self, ids: Sequence[ObjectId]) -> list[R]:
         """After a bulk write: re-read `ids` from the database into the memo and the cache."""
         batch = self.max_batch_size or len(ids) or 1
+        records: list[R] = []
         for start in range(0, len(ids), batch):
-            for record in await self._fetch(ids[start : start + batch]):
-                self._memo(record)
+            records += await self._fetch(ids[start : start + batch])
+        for record in records:
+            self._memo(record)
+        return records
 
 
 class UserByIdLoader(ByIdLoader[UserRecord]):

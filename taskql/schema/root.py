@@ -14,9 +14,11 @@ from strawberry.types import ExecutionContext
 
 from taskql.resolvers import nodes as node_fields
 from taskql.resolvers import projects as project_fields
+from taskql.resolvers import subscriptions as subscription_fields
 from taskql.resolvers import tasks as task_fields
 from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
+from taskql.schema.events import TaskEvent
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
@@ -73,6 +75,15 @@ class Mutation:
     delete_task: DeleteTaskPayload | None = _mutation(task_fields.delete_task)
 
 
+@strawberry.type
+class Subscription:
+    task_events: TaskEvent = strawberry.subscription(
+        resolver=subscription_fields.task_events,
+        description=inspect.getdoc(subscription_fields.task_events),
+        permission_classes=[IsAuthenticated],
+    )
+
+
 class TaskQLSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Codes and masks errors; logs only unexpected ones (with the request id), not expected failures."""
@@ -84,6 +95,7 @@ def build_schema(**options: Any) -> strawberry.Schema:
     return TaskQLSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[User, Project, Task],
         extensions=[ParserCache, ValidationCache],
         **options,

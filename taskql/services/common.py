@@ -10,6 +10,7 @@ from taskql.auth.permissions import Viewer
 from taskql.auth.tokens import TokenIssuer
 from taskql.db.client import Database
 from taskql.errors import Unauthenticated
+from taskql.events.broker import EventBroker
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
 from taskql.settings import Settings
@@ -32,6 +33,7 @@ class Runtime:
     passwords: Passwords
     tokens: TokenIssuer
     cache: EntityCache
+    events: EventBroker
 
 
 @dataclass(frozen=True)

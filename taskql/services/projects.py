@@ -17,6 +17,7 @@ from taskql.db.tasks import TaskStatsRecord
 from taskql.db.users import find_user_by_email
 from taskql.errors import Conflict, NotFound
 from taskql.services.common import Deps, utcnow
+from taskql.services.events import publish, publish_task_event
 from taskql.services.validation import Checker
 
 NAME_MAX_LENGTH = 100
@@ -140,6 +141,7 @@ class ProjectService:
         await self._deps.loaders.projects.evict(project_id)
         for task_id in task_ids:
             await self._deps.loaders.tasks.evict(task_id)
+        await publish(self._deps, project_id, "PROJECT_DELETED")
 
     async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
         project = await self._get_managed(project_id)
@@ -216,5 +218,7 @@ class ProjectService:
         updated, unassigned = await self._db.in_transaction(write)
         if updated is None:
             raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
-        await self._deps.loaders.tasks.refresh(unassigned)
+        await publish(self._deps, project_id, "MEMBER_REMOVED", user_id=user_id)
+        for task in await self._deps.loaders.tasks.refresh(unassigned):
+            await publish_task_event(self._deps, "TASK_UPDATED", task, ["assignee"])
         return await self._deps.loaders.projects.store(updated)

@@ -18,6 +18,7 @@ from taskql.db.search_terms import MAX_QUERY_TERMS, terms_of
 from taskql.db.tasks import TaskFilterSpec, TaskOrderSpec, TaskRecord, TaskScope
 from taskql.errors import BadUserInput, NotFound, VersionConflict
 from taskql.services.common import Deps, utcnow
+from taskql.services.events import publish_task_event
 from taskql.services.validation import Checker
 
 TITLE_MAX_LENGTH = 200
@@ -186,7 +187,9 @@ class TaskService:
             await self._record(session, task, "TASK_CREATED", [PUBLIC_NAMES[key] for key in clean], now)
             return task
 
-        return await self._deps.loaders.tasks.store(await self._db.in_transaction(write))
+        task = await self._deps.loaders.tasks.store(await self._db.in_transaction(write))
+        await publish_task_event(self._deps, "TASK_CREATED", task, [PUBLIC_NAMES[key] for key in clean])
+        return task
 
     async def update(
         self, task_id: ObjectId, changes: Mapping[str, Any], *, expected_version: int | None
@@ -202,7 +205,9 @@ class TaskService:
                 return current
             updated = await self._write_update(current, changed)
             if updated is not None:
-                return await self._deps.loaders.tasks.store(updated)
+                await self._deps.loaders.tasks.store(updated)
+                await publish_task_event(self._deps, "TASK_UPDATED", updated, [PUBLIC_NAMES[key] for key in changed])
+                return updated
             # Someone else wrote first: compare against the latest version.
             fresh = await tasks_db.find_tasks_by_ids(self._db, ids=[task_id])
             if not fresh:
@@ -239,6 +244,7 @@ class TaskService:
                 raise NotFound(TASK_NOT_FOUND)
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
         await self._deps.loaders.tasks.evict(task_id)
+        await publish_task_event(self._deps, "TASK_DELETED", current, [], deleted=True)
 
 
 def _as_stored(value: Any) -> Any:

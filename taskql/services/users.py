@@ -50,7 +50,7 @@ async def authenticate(runtime: Runtime, loaders: Loaders, authorization: str | 
     )
     if user is None or not active:
         raise Unauthenticated("The session has ended; sign in again.")
-    return Viewer(user=user, session_family_id=claims.session_family_id)
+    return Viewer(user=user, session_family_id=claims.session_family_id, access_expires_at=claims.expires_at)
 
 
 class AccountService:

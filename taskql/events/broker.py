@@ -1,0 +1,167 @@
+"""Task events: published to a per-project log, fanned out to this process's subscribers.
+
+One reader task per process per active project follows the project's log (a blocking stream read)
+and hands each entry to the local subscribers' bounded buffers. A subscriber that falls behind by
+more than its buffer is dropped with an error instead of slowing the others down. A subscription
+that resumes from a cursor first replays the log after it, then continues live; entries are
+de-duplicated at the seam by their (increasing) IDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from taskql.errors import BadUserInput, DomainError
+from taskql.events.store import READ_BLOCK_SECONDS, ZERO_ID, Entry, EventStore, parse_id
+
+logger = logging.getLogger("taskql.events")
+REPLAY_BATCH = 500
+RECONNECT_DELAY_SECONDS = 0.5
+
+
+class CursorExpired(DomainError):
+    code = "CURSOR_EXPIRED"
+
+
+class SubscriberTooSlow(DomainError):
+    code = "SUBSCRIBER_TOO_SLOW"
+
+
+class _Buffer:
+    """A subscriber's bounded inbox, filled by the project's reader."""
+
+    def __init__(self, size: int) -> None:
+        self.entries: deque[Entry] = deque()
+        self.size = size
+        self.overflowed = False
+        self.ready = asyncio.Event()
+
+    def deliver(self, entry: Entry) -> None:
+        if len(self.entries) >= self.size:
+            self.overflowed = True
+        else:
+            self.entries.append(entry)
+        self.ready.set()
+
+
+class _ProjectReader:
+    """Follows one project's log from `start` and delivers every entry to the local buffers."""
+
+    def __init__(self, store: EventStore, channel: str, start: str) -> None:
+        self.buffers: set[_Buffer] = set()
+        self.position = start
+        self._store = store
+        self._channel = channel
+        self._task = asyncio.create_task(self._run(), name=f"events:{channel}")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                entries = await self._store.wait_after(self._channel, self.position, READ_BLOCK_SECONDS)
+            except RedisError as exc:
+                # Redis restarting: retry from the same position, so nothing written to the log is lost.
+                logger.warning("event log of %s unreachable, retrying: %s", self._channel, exc)
+                await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+                continue
+            for entry in entries:
+                self.position = entry.id
+                for buffer in list(self.buffers):
+                    buffer.deliver(entry)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class Subscription:
+    """What one subscriber receives: the replay after its cursor, then live entries, in order, once each."""
+
+    def __init__(self, store: EventStore, channel: str, buffer: _Buffer, start: str) -> None:
+        self._store = store
+        self._channel = channel
+        self._buffer = buffer
+        self._replay: deque[Entry] = deque()
+        self._last = parse_id(start)
+
+    async def replay_after(self, cursor: str) -> None:
+        try:
+            after = parse_id(cursor)
+        except ValueError as exc:
+            raise BadUserInput("`after` is not a cursor of this subscription.", field=("after",)) from exc
+        if parse_id(await self._store.trimmed_through(self._channel)) > after:
+            raise CursorExpired(
+                "Events after this cursor are no longer kept: refetch the data, then subscribe without `after`."
+            )
+        self._last = after
+        while True:
+            batch = await self._store.read_after(self._channel, cursor, REPLAY_BATCH)
+            self._replay.extend(batch)
+            if len(batch) < REPLAY_BATCH:
+                return
+            cursor = batch[-1].id
+
+    async def next(self, timeout: float | None) -> Entry | None:
+        """The next entry, or None when `timeout` seconds pass without one."""
+        while True:
+            source = self._replay or self._buffer.entries
+            if source:
+                entry = source.popleft()
+                if parse_id(entry.id) > self._last:
+                    self._last = parse_id(entry.id)
+                    return entry
+                continue
+            if self._buffer.overflowed:
+                raise SubscriberTooSlow("Too many events were waiting for this subscriber: resume with `after`.")
+            self._buffer.ready.clear()
+            try:
+                await asyncio.wait_for(self._buffer.ready.wait(), timeout)
+            except TimeoutError:
+                return None
+
+
+class EventBroker:
+    def __init__(self, store: EventStore, *, buffer_size: int) -> None:
+        self._store = store
+        self._buffer_size = buffer_size
+        self._readers: dict[str, _ProjectReader] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+
+    async def publish(self, channel: str, payload: dict[str, Any]) -> str:
+        return await self._store.append(channel, payload)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        """A subscription to `channel`, live from now; call replay_after() on it to resume from a cursor."""
+        buffer = _Buffer(self._buffer_size)
+        reader = await self._reader(channel)
+        reader.buffers.add(buffer)
+        try:
+            # Entries after the reader's position reach the buffer; the replay covers the rest.
+            yield Subscription(self._store, channel, buffer, await self._store.last_id(channel))
+        finally:
+            reader.buffers.discard(buffer)
+            if not reader.buffers and self._readers.get(channel) is reader:
+                del self._readers[channel]
+                await reader.stop()
+
+    async def _reader(self, channel: str) -> _ProjectReader:
+        async with self._starting.setdefault(channel, asyncio.Lock()):
+            reader = self._readers.get(channel)
+            if reader is None:
+                start = await self._store.last_id(channel)
+                reader = self._readers[channel] = _ProjectReader(self._store, channel, start or ZERO_ID)
+            return reader
+
+    async def close(self) -> None:
+        for reader in list(self._readers.values()):
+            await reader.stop()
+        self._readers.clear()
+        await self._store.close()

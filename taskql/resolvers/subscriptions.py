@@ -1,0 +1,22 @@
+"""Subscriptions: live task events of a project."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from taskql.schema.events import TaskEvent
+from taskql.schema.relay import decode_id
+
+
+async def task_events(
+    info: strawberry.Info, project_id: strawberry.ID, after: str | None = None
+) -> AsyncGenerator[TaskEvent, None]:
+    """Every change to a project's tasks, as it happens. After a reconnect, pass the last `cursor`
+    received as `after`: the missed events come first, then live ones, none twice."""
+    context = info.context
+    events = context.task_events.stream(decode_id(project_id, "Project", argument="projectId"), after)
+    async for event in events:
+        context.fresh_loaders()  # the connection outlives any one event: nested fields read current data
+        yield TaskEvent.from_record(event)

@@ -1,0 +1,93 @@
+"""Live task events: what writes publish, and what a subscriber to a project receives."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from redis.exceptions import RedisError
+
+from taskql.auth.permissions import PROJECT_NOT_FOUND, require_readable
+from taskql.db.tasks import TaskRecord
+from taskql.errors import NotFound, Unauthenticated
+from taskql.services.common import Deps, utcnow
+
+logger = logging.getLogger("taskql.events")
+TASK_KINDS = frozenset({"TASK_CREATED", "TASK_UPDATED", "TASK_DELETED"})
+TOKEN_EXPIRED = "The access token has expired: refresh it, then subscribe again with `after` set to the last cursor."
+
+
+@dataclass(frozen=True)
+class TaskEventRecord:
+    cursor: str
+    kind: str
+    project_id: ObjectId
+    task_id: ObjectId
+    actor_id: ObjectId
+    changed_fields: tuple[str, ...]
+    at: datetime
+    task: TaskRecord | None  # the task as of this event; None once deleted
+
+
+async def publish(deps: Deps, project_id: ObjectId, kind: str, **fields: Any) -> None:
+    """Announce a committed write. The write stands even if this fails: it is logged, not raised."""
+    payload = {"kind": kind, "project_id": project_id, "actor_id": deps.require_viewer().id, "at": utcnow(), **fields}
+    try:
+        await deps.runtime.events.publish(str(project_id), payload)
+    except RedisError:
+        logger.error("could not publish %s of project %s", kind, project_id, exc_info=True)
+
+
+async def publish_task_event(
+    deps: Deps, kind: str, task: TaskRecord, changed_fields: list[str], *, deleted: bool = False
+) -> None:
+    await publish(
+        deps,
+        task.project_id,
+        kind,
+        task_id=task.id,
+        changed_fields=changed_fields,
+        task=None if deleted else task.to_doc(),
+    )
+
+
+class TaskEventService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def stream(self, project_id: ObjectId, after: str | None) -> AsyncIterator[TaskEventRecord]:
+        """Every task event of a readable project after `after` (or from now), until the viewer's
+        access token expires or they lose access to the project."""
+        viewer = self._deps.require_viewer()
+        require_readable(await self._deps.loaders.projects.load(project_id), viewer)
+        async with self._deps.runtime.events.subscribe(str(project_id)) as subscription:
+            if after is not None:
+                await subscription.replay_after(after)
+            while True:
+                remaining = (viewer.access_expires_at - utcnow()).total_seconds()
+                if remaining <= 0:
+                    raise Unauthenticated(TOKEN_EXPIRED)
+                entry = await subscription.next(timeout=remaining)
+                if entry is None:
+                    continue
+                event = entry.payload
+                kind = event["kind"]
+                if kind == "PROJECT_DELETED" or (
+                    kind == "MEMBER_REMOVED" and event["user_id"] == viewer.id and not viewer.is_admin
+                ):
+                    raise NotFound(PROJECT_NOT_FOUND)
+                if kind in TASK_KINDS:
+                    yield TaskEventRecord(
+                        cursor=entry.id,
+                        kind=kind,
+                        project_id=event["project_id"],
+                        task_id=event["task_id"],
+                        actor_id=event["actor_id"],
+                        changed_fields=tuple(event["changed_fields"]),
+                        at=event["at"],
+                        task=TaskRecord.from_doc(event["task"]) if event["task"] else None,
+                    )
