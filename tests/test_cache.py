@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -26,9 +22,11 @@ from taskql.settings import Settings
 from tests.conftest import (
     CommandLog,
     GraphQLClient,
+    RedisServer,
     add_member,
     create_project,
     create_task,
+    free_port,
     sign_up,
 )
 
@@ -88,50 +86,6 @@ async def instances() -> AsyncIterator[Instances]:
 @pytest.fixture
 def redis_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"redis_url": SHARED_REDIS})
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server of the test's own, to stop, pause and restart without touching the shared one."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = shutil.which("redis-server")
-        assert command, "redis-server must be installed (.ci/run installs it)"
-        self._process = subprocess.Popen(
-            [command, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(10)
-            self._process = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_hot_reads_are_served_from_redis(
@@ -361,7 +315,7 @@ async def test_deleted_entities_stay_deleted_in_the_cache() -> None:
 
 
 async def test_a_wrong_redis_url_only_costs_the_cache(instances: Instances, settings: Settings) -> None:
-    nowhere = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{_free_port()}/0"})
+    nowhere = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     [client] = await instances.start(nowhere, 1)
 
     owner = await sign_up(client, "Owner")

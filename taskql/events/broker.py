@@ -59,10 +59,11 @@ class _ProjectReader:
         self.position = start
         self._store = store
         self._channel = channel
+        self._stopped = False
         self._task = asyncio.create_task(self._run(), name=f"events:{channel}")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             try:
                 entries = await self._store.wait_after(self._channel, self.position, READ_BLOCK_SECONDS)
             except RedisError as exc:
@@ -76,9 +77,11 @@ class _ProjectReader:
                     buffer.deliver(entry)
 
     async def stop(self) -> None:
+        # A blocking read being cancelled may surface as a connection error: the flag ends the loop anyway.
+        self._stopped = True
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(self._task, READ_BLOCK_SECONDS)
 
 
 class Subscription:
@@ -133,6 +136,7 @@ class EventBroker:
         self._buffer_size = buffer_size
         self._readers: dict[str, _ProjectReader] = {}
         self._starting: dict[str, asyncio.Lock] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def publish(self, channel: str, payload: dict[str, Any]) -> str:
         return await self._store.append(channel, payload)
@@ -150,7 +154,11 @@ class EventBroker:
             reader.buffers.discard(buffer)
             if not reader.buffers and self._readers.get(channel) is reader:
                 del self._readers[channel]
-                await reader.stop()
+                # In the background: a blocked stream read can take a while to give up, and the
+                # subscriber's error or completion must not wait for it.
+                stopping = asyncio.create_task(reader.stop())
+                self._stopping.add(stopping)
+                stopping.add_done_callback(self._stopping.discard)
 
     async def _reader(self, channel: str) -> _ProjectReader:
         async with self._starting.setdefault(channel, asyncio.Lock()):
@@ -161,7 +169,6 @@ class EventBroker:
             return reader
 
     async def close(self) -> None:
-        for reader in list(self._readers.values()):
-            await reader.stop()
+        await asyncio.gather(*(reader.stop() for reader in self._readers.values()), *self._stopping)
         self._readers.clear()
         await self._store.close()

@@ -81,8 +81,15 @@ class RedisEventStore:
         return _text(info.get("last-generated-id", ZERO_ID)) if info else ZERO_ID
 
     async def trimmed_through(self, channel: str) -> str:
+        # Redis does not record what trimming dropped, but everything dropped precedes the first entry kept.
         info = await self._info(channel)
-        return _text(info.get("max-deleted-entry-id", ZERO_ID)) if info else ZERO_ID
+        if not info or info["entries-added"] <= info["length"]:
+            return ZERO_ID
+        first = info.get("first-entry")
+        if not first:  # everything was dropped
+            return _text(info["last-generated-id"])
+        ms, seq = parse_id(_text(first[0]))
+        return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
 
     async def _info(self, channel: str) -> dict[Any, Any] | None:
         try:

@@ -1,0 +1,242 @@
+"""Live task events over real WebSockets, against real server processes sharing Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from gql.transport.exceptions import TransportQueryError
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import TEST_SECRET, RedisServer
+from tests.live import LiveServer, Subscriber, User
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+CREATE_PROJECT = 'mutation { createProject(input: {name: "Live"}) { project { id } } }'
+CREATE_TASK = "mutation($p: ID!, $t: String!) { createTask(input: {projectId: $p, title: $t}) { task { id } } }"
+UPDATE_TASK = "mutation($i: ID!, $t: String!) { updateTask(input: {id: $i, title: $t}) { task { version } } }"
+DELETE_TASK = "mutation($i: ID!) { deleteTask(input: {id: $i}) { deletedTaskId } }"
+ADD_MEMBER = """
+mutation($p: ID!, $e: String!) {
+  addProjectMember(input: {projectId: $p, email: $e, role: VIEWER}) { userErrors { code } }
+}
+"""
+REMOVE_MEMBER = """
+mutation($p: ID!, $u: ID!) { removeProjectMember(input: {projectId: $p, userId: $u}) { userErrors { code } } }
+"""
+
+
+@pytest.fixture
+def start_server(mongodb_uri: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Starts server processes on one fresh database; several of them form a fleet behind a balancer."""
+    database = f"test_{uuid.uuid4().hex[:12]}"
+    servers: list[LiveServer] = []
+
+    def start(**settings: Any) -> LiveServer:
+        server = LiveServer(mongodb_uri=mongodb_uri, database=database, data_dir=tmp_path, **settings)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., LiveServer]) -> LiveServer:
+    return start_server(redis_url=SHARED_REDIS)
+
+
+async def create_project(owner: User) -> str:
+    return (await owner.execute(CREATE_PROJECT))["createProject"]["project"]["id"]
+
+
+async def create_task(owner: User, project_id: str, title: str) -> str:
+    return (await owner.execute(CREATE_TASK, {"p": project_id, "t": title}))["createTask"]["task"]["id"]
+
+
+def close_code(error: BaseException | None) -> int | None:
+    """The WebSocket close code behind a client error (gql wraps the websockets exception)."""
+    while error is not None:
+        if isinstance(error, ConnectionClosed) and error.rcvd is not None:
+            return error.rcvd.code
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _cursor_key(cursor: str) -> tuple[int, int]:
+    ms, seq = cursor.split("-")
+    return int(ms), int(seq)
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+async def test_every_write_arrives_once_in_order_over_both_protocols(server: LiveServer, protocol: str) -> None:
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+
+    async with Subscriber(server, owner.token, project_id, after="0-0", protocol=protocol) as subscriber:
+        task_id = await create_task(owner, project_id, "first")
+        await owner.execute(UPDATE_TASK, {"i": task_id, "t": "second"})
+        await owner.execute(DELETE_TASK, {"i": task_id})
+        events = await subscriber.wait_for(3)
+
+    assert [e["kind"] for e in events] == ["TASK_CREATED", "TASK_UPDATED", "TASK_DELETED"]
+    assert [e["taskId"] for e in events] == [task_id] * 3
+    assert [e["task"] and (e["task"]["title"], e["task"]["version"]) for e in events] == [
+        ("first", 1),
+        ("second", 2),
+        None,
+    ]
+    assert events[1]["changedFields"] == ["title"]
+    assert {e["actor"]["name"] for e in events} == {"Owner"}
+    cursors = [_cursor_key(e["cursor"]) for e in events]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 3
+
+
+async def test_a_mutation_on_one_instance_reaches_subscribers_on_another_complete_and_in_order(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    a = start_server(redis_url=SHARED_REDIS)
+    b = start_server(redis_url=SHARED_REDIS)
+    owner = await User.register(a, "Owner")
+    project_id = await create_project(owner)
+
+    async with Subscriber(b, owner.token, project_id) as subscriber:
+        await asyncio.sleep(0.5)  # subscribed from now on, live: no cursor
+        titles = [f"burst {n}" for n in range(100)]
+        for title in titles:
+            await create_task(owner, project_id, title)
+        events = await subscriber.wait_for(100, timeout=60)
+
+    assert [e["task"]["title"] for e in events] == titles
+    assert len({e["cursor"] for e in events}) == 100
+
+
+async def test_reconnecting_with_after_replays_exactly_what_was_missed_then_continues_live(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+    async with Subscriber(server, owner.token, project_id, after="0-0") as first:
+        await create_task(owner, project_id, "seen")
+        [seen] = await first.wait_for(1)
+
+    missed = [f"missed {n}" for n in range(50)]
+    for title in missed:
+        await create_task(owner, project_id, title)
+    async with Subscriber(server, owner.token, project_id, after=seen["cursor"]) as second:
+        replayed = list(await second.wait_for(50))
+        await create_task(owner, project_id, "live")
+        events = await second.wait_for(51)
+
+    assert [e["task"]["title"] for e in replayed] == missed
+    assert [e["task"]["title"] for e in events] == [*missed, "live"]
+
+
+async def test_a_cursor_older_than_the_retained_window_asks_for_a_refetch(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    server = start_server(redis_url=SHARED_REDIS, events_max_length=100)
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+    async with Subscriber(server, owner.token, project_id, after="0-0") as first:
+        await create_task(owner, project_id, "seen")
+        [seen] = await first.wait_for(1)
+    for n in range(300):  # approximate trimming keeps at least 100, but drops the oldest
+        await create_task(owner, project_id, f"t{n}")
+
+    async with Subscriber(server, owner.token, project_id, after=seen["cursor"]) as late:
+        error = await late.ended(timeout=10)
+
+    assert isinstance(error, TransportQueryError)
+    assert error.errors[0]["extensions"]["code"] == "CURSOR_EXPIRED"
+
+
+async def test_a_bad_or_missing_token_closes_the_socket_with_4403(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+
+    for token in ("not-a-jwt", ""):
+        async with Subscriber(server, token, project_id) as subscriber:
+            error = await subscriber.ended(timeout=10)
+        assert close_code(error) == 4403, repr(error)
+
+
+async def test_a_non_member_is_told_the_project_does_not_exist(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    stranger = await User.register(server, "Stranger")
+    project_id = await create_project(owner)
+
+    async with Subscriber(server, stranger.token, project_id) as subscriber:
+        error = await subscriber.ended(timeout=10)
+
+    assert isinstance(error, TransportQueryError)
+    assert error.errors[0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_removing_a_member_ends_their_subscription_within_a_second(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    member = await User.register(server, "Member")
+    project_id = await create_project(owner)
+    await owner.execute(ADD_MEMBER, {"p": project_id, "e": member.user["email"]})
+
+    async with Subscriber(server, member.token, project_id, after="0-0") as subscriber:
+        await create_task(owner, project_id, "visible")
+        await subscriber.wait_for(1)
+        removed_at = time.monotonic()
+        await owner.execute(REMOVE_MEMBER, {"p": project_id, "u": member.user["id"]})
+        error = await subscriber.ended(timeout=5)
+        ended_after = time.monotonic() - removed_at
+
+    assert isinstance(error, TransportQueryError)
+    assert error.errors[0]["extensions"]["code"] == "NOT_FOUND"
+    assert ended_after < 1.0
+
+
+async def test_an_access_token_that_expires_ends_the_subscription(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+    claims = jwt.decode(owner.token, options={"verify_signature": False})
+    short_lived = jwt.encode({**claims, "exp": int(time.time()) + 2}, TEST_SECRET, algorithm="HS256")
+
+    async with Subscriber(server, short_lived, project_id) as subscriber:
+        error = await subscriber.ended(timeout=10)
+
+    assert isinstance(error, TransportQueryError)
+    assert error.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_subscriptions_survive_a_redis_restart(
+    start_server: Callable[..., LiveServer], private_redis: RedisServer
+) -> None:
+    server = start_server(redis_url=private_redis.url)
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+
+    async with Subscriber(server, owner.token, project_id, after="0-0") as subscriber:
+        await create_task(owner, project_id, "before")
+        await subscriber.wait_for(1)
+        private_redis.stop()
+        private_redis.start()
+        await asyncio.sleep(1)
+        await create_task(owner, project_id, "after")
+        events = await subscriber.wait_for(2, timeout=20)
+
+    assert [e["task"]["title"] for e in events] == ["before", "after"]
+
+
+async def test_connections_per_user_are_limited(start_server: Callable[..., LiveServer]) -> None:
+    server = start_server(redis_url=SHARED_REDIS, ws_max_connections_per_user=2)
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+
+    async with Subscriber(server, owner.token, project_id), Subscriber(server, owner.token, project_id):
+        async with Subscriber(server, owner.token, project_id) as third:
+            error = await third.ended(timeout=10)
+
+    assert error is not None
