@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -240,3 +243,42 @@ async def test_connections_per_user_are_limited(start_server: Callable[..., Live
             error = await third.ended(timeout=10)
 
     assert error is not None
+
+
+NODE_CLIENT = Path(__file__).parent / "node"
+
+
+@pytest.fixture(scope="session")
+def node_client() -> Path:
+    """Node's graphql-ws client, installed from the lock file on first use."""
+    npm = shutil.which("npm")
+    assert npm, "Node.js and npm must be installed (.ci/run installs them)"
+    if not (NODE_CLIENT / "node_modules").exists():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, timeout=300)
+    return NODE_CLIENT / "subscribe.mjs"
+
+
+async def test_nodes_graphql_ws_client_receives_events(server: LiveServer, node_client: Path) -> None:
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(node_client),
+        server.ws_url,
+        owner.token,
+        project_id,
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+    await create_task(owner, project_id, "from python")
+    await create_task(owner, project_id, "to node")
+    stdout, stderr = await asyncio.wait_for(node.communicate(), 40)
+
+    assert node.returncode == 0, stderr.decode()
+    events = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert [(e["kind"], e["task"]["title"], e["actor"]["name"]) for e in events] == [
+        ("TASK_CREATED", "from python", "Owner"),
+        ("TASK_CREATED", "to node", "Owner"),
+    ]

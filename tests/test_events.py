@@ -1,0 +1,106 @@
+"""The event broker and its stores, in process: ordering, resume, retention and slow subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from taskql.errors import BadUserInput
+from taskql.events.broker import CursorExpired, EventBroker, SubscriberTooSlow, Subscription
+from taskql.events.store import EventStore, MemoryEventStore, RedisEventStore, parse_id
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
+    if request.param == "memory":
+        yield MemoryEventStore(max_length=1_000, max_age_seconds=3_600)
+        return
+    redis_store = RedisEventStore(
+        Redis.from_url(SHARED_REDIS, socket_timeout=10), max_length=1_000, max_age_seconds=3_600
+    )
+    yield redis_store
+    await redis_store.close()
+
+
+def channel(request: pytest.FixtureRequest) -> str:
+    return f"test-{request.node.name}-{id(request)}"
+
+
+async def drain(subscription: Subscription, count: int) -> list[int]:
+    numbers = []
+    for _ in range(count):
+        entry = await subscription.next(timeout=5)
+        assert entry is not None, f"only {len(numbers)} of {count} arrived"
+        numbers.append(entry.payload["n"])
+    return numbers
+
+
+async def test_resuming_replays_then_continues_live_without_gap_or_duplicate(
+    store: EventStore, request: pytest.FixtureRequest
+) -> None:
+    broker = EventBroker(store, buffer_size=100)
+    name = channel(request)
+    ids = [await broker.publish(name, {"n": n}) for n in range(5)]
+
+    async with broker.subscribe(name) as subscription:
+
+        async def publish_more() -> None:
+            for n in range(5, 10):
+                await broker.publish(name, {"n": n})
+
+        publishing = asyncio.create_task(publish_more())
+        await subscription.replay_after(ids[0])  # races the publications: the seam
+        await publishing
+        received = await drain(subscription, 9)
+
+    assert received == list(range(1, 10))
+    assert await subscription.next(timeout=0.2) is None
+
+
+async def test_cursors_increase(store: EventStore, request: pytest.FixtureRequest) -> None:
+    ids = [await store.append(channel(request), {"n": n}) for n in range(50)]
+
+    assert [parse_id(i) for i in ids] == sorted(parse_id(i) for i in ids)
+    assert len(set(ids)) == 50
+
+
+async def test_a_slow_subscriber_is_dropped_without_delaying_the_others(request: pytest.FixtureRequest) -> None:
+    broker = EventBroker(MemoryEventStore(max_length=1_000, max_age_seconds=3_600), buffer_size=3)
+    name = channel(request)
+
+    async with broker.subscribe(name) as slow, broker.subscribe(name) as fast:
+        received = []
+        for n in range(10):
+            await broker.publish(name, {"n": n})
+            received += await drain(fast, 1)
+
+        assert received == list(range(10))
+        assert await drain(slow, 3) == [0, 1, 2]
+        with pytest.raises(SubscriberTooSlow):
+            await slow.next(timeout=1)
+
+
+async def test_a_cursor_older_than_the_retained_events_is_refused(request: pytest.FixtureRequest) -> None:
+    broker = EventBroker(MemoryEventStore(max_length=5, max_age_seconds=3_600), buffer_size=10)
+    name = channel(request)
+    ids = [await broker.publish(name, {"n": n}) for n in range(10)]
+
+    async with broker.subscribe(name) as subscription:
+        with pytest.raises(CursorExpired):
+            await subscription.replay_after(ids[0])
+        await subscription.replay_after(ids[4])  # the last one dropped: nothing after it is missing
+        assert await drain(subscription, 5) == [5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("cursor", ["", "abc", "12", "1-x", "-1-0"])
+async def test_a_malformed_cursor_is_bad_user_input(cursor: str, request: pytest.FixtureRequest) -> None:
+    broker = EventBroker(MemoryEventStore(max_length=5, max_age_seconds=3_600), buffer_size=10)
+
+    async with broker.subscribe(channel(request)) as subscription:
+        with pytest.raises(BadUserInput):
+            await subscription.replay_after(cursor)
