@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from gql import Client, gql
+from gql import Client, GraphQLRequest, gql
 from gql.transport.websockets import WebsocketsTransport
 
 from tests.conftest import PASSWORD, TEST_SECRET, free_port
@@ -115,7 +115,7 @@ class Subscriber:
             url=server.ws_url, init_payload={"authorization": f"Bearer {token}"}, subprotocols=[protocol]
         )
         self._client = Client(transport=transport)
-        self._variables = {"projectId": project_id, "after": after}
+        self._request = GraphQLRequest(TASK_EVENTS, variable_values={"projectId": project_id, "after": after})
         self.events: list[dict[str, Any]] = []
         self.error: BaseException | None = None
         self._arrived = asyncio.Event()
@@ -128,7 +128,7 @@ class Subscriber:
     async def _consume(self) -> None:
         try:
             session = await self._client.connect_async()
-            async for result in session.subscribe(TASK_EVENTS, variable_values=self._variables):
+            async for result in session.subscribe(self._request):
                 self.events.append(result["taskEvents"])
                 self._arrived.set()
         except Exception as exc:  # the test inspects how the subscription ended

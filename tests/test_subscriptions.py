@@ -238,11 +238,19 @@ async def test_connections_per_user_are_limited(start_server: Callable[..., Live
     owner = await User.register(server, "Owner")
     project_id = await create_project(owner)
 
-    async with Subscriber(server, owner.token, project_id), Subscriber(server, owner.token, project_id):
-        async with Subscriber(server, owner.token, project_id) as third:
-            error = await third.ended(timeout=10)
+    async with Subscriber(server, owner.token, project_id, after="0-0") as first:
+        async with Subscriber(server, owner.token, project_id, after="0-0") as second:
+            await create_task(owner, project_id, "both connected")
+            await second.wait_for(1)
+            async with Subscriber(server, owner.token, project_id) as third:
+                refused = await third.ended(timeout=10)
+        # The second connection closed: its place is free again.
+        async with Subscriber(server, owner.token, project_id, after="0-0") as fourth:
+            events = await fourth.wait_for(1)
+        await first.wait_for(1)
 
-    assert error is not None
+    assert close_code(refused) == 4403
+    assert events[0]["task"]["title"] == "both connected"
 
 
 NODE_CLIENT = Path(__file__).parent / "node"
