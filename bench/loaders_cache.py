@@ -12,9 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
-import socket
 import sys
 import tempfile
 import time
@@ -22,15 +19,22 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from bench.common import (
+    REPO_ROOT,
+    BenchError,
+    environment,
+    free_port,
+    redis_version,
+    say,
+    stop_process,
+    wait_until_serving,
+)
 from bench.dataset import Dataset, DatasetSpec, seed
 from bench.loadgen import LoadResult, run_load
 from bench.serve import MODES, STATS_PATH, Mode
@@ -38,7 +42,6 @@ from taskql.db.client import Database, create_client
 from taskql.embedded import EmbeddedMongo
 from taskql.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "loaders_cache.json"
 DATABASE = "taskql_bench"
 # The nested query of the issue; every answer is checked to hold PROJECTS_PAGE projects of TASKS_PAGE tasks.
@@ -51,14 +54,8 @@ TASKS_PAGE = 20
 BODY = orjson.dumps({"query": NESTED_QUERY})
 LOGIN = "mutation($input: LoginInput!) { login(input: $input) { accessToken userErrors { code message } } }"
 COUNTED_REQUESTS = 3  # requests sent one at a time, per mode, whose cost is broken down
-SERVER_START_TIMEOUT = 60.0
-SERVER_STOP_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 120.0  # a per-field request under load takes seconds; it must not count as an error
 PACKAGES = ("strawberry-graphql", "graphql-core", "starlette", "uvicorn", "pymongo", "redis", "secantusdb", "httpx")
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -68,20 +65,10 @@ class LoadPlan:
     duration: float  # measured seconds, per mode
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @contextlib.asynccontextmanager
 async def _server(mode: Mode, *, mongodb_uri: str, run_dir: Path, redis_url: str) -> AsyncIterator[str]:
     """A `bench.serve` process for `mode`; yields its base URL once it answers, stops it afterwards."""
-    port = _free_port()
+    port = free_port()
     log_path = run_dir / f"server-{mode.name}.log"
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
@@ -94,31 +81,10 @@ async def _server(mode: Mode, *, mongodb_uri: str, run_dir: Path, redis_url: str
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_until_serving(process, base_url, log_path)
+        await wait_until_serving(process, base_url, log_path)
         yield base_url
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), SERVER_STOP_TIMEOUT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def _wait_until_serving(process: asyncio.subprocess.Process, base_url: str, log_path: Path) -> None:
-    # uvicorn accepts connections only after the lifespan (database, indexes, Redis) has started.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SERVER_START_TIMEOUT
-    async with httpx.AsyncClient(base_url=base_url, timeout=1.0) as http:
-        while loop.time() < deadline:
-            if process.returncode is not None:
-                raise BenchError(f"the server exited early:\n{_log_tail(log_path)}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get("/healthz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise BenchError(f"the server did not start within {SERVER_START_TIMEOUT:.0f} s:\n{_log_tail(log_path)}")
+        await stop_process(process)
 
 
 async def _graphql(http: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> Any:
@@ -215,7 +181,7 @@ async def _bench_mode(
     mode: Mode, plan: LoadPlan, *, mongodb_uri: str, run_dir: Path, redis_url: str, dataset: Dataset
 ) -> tuple[dict[str, Any], Any]:
     """(result, answer) of one mode: its own server process on the shared database."""
-    _say(f"mode {mode.name} ({mode.description}): starting its server")
+    say(f"mode {mode.name} ({mode.description}): starting its server")
     limits = httpx.Limits(max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency)
     async with (
         _server(mode, mongodb_uri=mongodb_uri, run_dir=run_dir, redis_url=redis_url) as base_url,
@@ -223,7 +189,7 @@ async def _bench_mode(
     ):
         headers = {"content-type": "application/json", "authorization": f"Bearer {await _login(http, dataset)}"}
         data, work = await _check_and_count(http, mode, headers)
-        _say(f"mode {mode.name}: warming up {plan.warmup:g} s, then measuring {plan.duration:g} s")
+        say(f"mode {mode.name}: warming up {plan.warmup:g} s, then measuring {plan.duration:g} s")
         await run_load(http, "/graphql", BODY, headers, concurrency=plan.concurrency, duration=plan.warmup)
         before = await _stats(http)
         load = await run_load(http, "/graphql", BODY, headers, concurrency=plan.concurrency, duration=plan.duration)
@@ -240,37 +206,6 @@ async def _seed(mongodb_uri: str, run_dir: Path, spec: DatasetSpec) -> Dataset:
         await client.close()
 
 
-async def _redis_version(url: str) -> str:
-    """Redis's version; fails early when it is unreachable (mode a would otherwise measure no cache)."""
-    client = Redis.from_url(url, socket_connect_timeout=2.0)
-    try:
-        return (await client.info("server"))["redis_version"]
-    except RedisError as exc:
-        raise BenchError(f"Redis is not reachable at {url}: {exc}") from exc
-    finally:
-        await client.aclose()
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor()
-
-
-def _environment(redis_version: str) -> dict[str, Any]:
-    return {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "versions": {**{name: metadata.version(name) for name in PACKAGES}, "redis-server": redis_version},
-    }
-
-
 def _ratio(modes: dict[str, dict[str, Any]], faster: str, slower: str) -> float | None:
     if faster not in modes or slower not in modes or not modes[slower]["requests_per_second"]:
         return None
@@ -279,14 +214,15 @@ def _ratio(modes: dict[str, dict[str, Any]], faster: str, slower: str) -> float 
 
 async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], redis_url: str) -> dict[str, Any]:
     """Seeds `spec`, measures each mode in turn under `plan`; the report written as JSON."""
-    environment = _environment(await _redis_version(redis_url))
+    # Fails early when Redis is unreachable: mode a would otherwise measure no cache.
+    machine = environment(PACKAGES, await redis_version(redis_url))
     modes: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="taskql-bench-") as tmp:
         run_dir = Path(tmp)
         mongo = EmbeddedMongo(run_dir)  # the same SecantusDB launcher `taskql serve` uses, as its own process
         mongodb_uri = await mongo.start()
         try:
-            _say(f"seeding {spec.users} users, {spec.projects} projects, {spec.tasks:,} tasks")
+            say(f"seeding {spec.users} users, {spec.projects} projects, {spec.tasks:,} tasks")
             dataset = await _seed(mongodb_uri, run_dir, spec)
             reference: tuple[str, Any] | None = None
             for name in modes_to_run:
@@ -303,7 +239,7 @@ async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], red
         "benchmark": "loaders_cache",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "query": NESTED_QUERY,
-        **environment,
+        **machine,
         "dataset": {
             "users": spec.users,
             "projects": spec.projects,
@@ -322,10 +258,6 @@ async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], red
         "modes": modes,
         "ratios": {"a/c": _ratio(modes, "a", "c"), "a/b": _ratio(modes, "a", "b")},
     }
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _table(report: dict[str, Any]) -> str:
@@ -387,10 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     print(_table(report))
     for name, mode in report["modes"].items():
         if mode["cache_errors_under_load"]:
-            _say(f"warning: mode {name} could not reach Redis {mode['cache_errors_under_load']} times under load")
+            say(f"warning: mode {name} could not reach Redis {mode['cache_errors_under_load']} times under load")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    _say(f"wrote {args.output}")
+    say(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
