@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
@@ -65,6 +66,20 @@ async def create_task(owner: User, project_id: str, title: str) -> str:
     return (await owner.execute(CREATE_TASK, {"p": project_id, "t": title}))["createTask"]["task"]["id"]
 
 
+async def until_live(owner: User, project_id: str, subscriber: Subscriber) -> int:
+    """Writes probe tasks until one reaches a subscriber without a cursor (it is then live); returns
+    how many events it has, all from probes. Later events all arrive, in order."""
+    for n in range(50):
+        title = f"probe {n}"
+        await create_task(owner, project_id, title)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.3):
+                while not any(e["task"]["title"] == title for e in subscriber.events):
+                    await subscriber.wait_for(len(subscriber.events) + 1)
+                return len(subscriber.events)
+    raise AssertionError("the subscription never became live")
+
+
 def close_code(error: BaseException | None) -> int | None:
     """The WebSocket close code behind a client error (gql wraps the websockets exception)."""
     while error is not None:
@@ -111,12 +126,12 @@ async def test_a_mutation_on_one_instance_reaches_subscribers_on_another_complet
     owner = await User.register(a, "Owner")
     project_id = await create_project(owner)
 
-    async with Subscriber(b, owner.token, project_id) as subscriber:
-        await asyncio.sleep(0.5)  # subscribed from now on, live: no cursor
+    async with Subscriber(b, owner.token, project_id) as subscriber:  # live, no cursor
+        seen_before = await until_live(owner, project_id, subscriber)
         titles = [f"burst {n}" for n in range(100)]
         for title in titles:
             await create_task(owner, project_id, title)
-        events = await subscriber.wait_for(100, timeout=60)
+        events = (await subscriber.wait_for(seen_before + 100, timeout=60))[seen_before:]
 
     assert [e["task"]["title"] for e in events] == titles
     assert len({e["cursor"] for e in events}) == 100
@@ -191,8 +206,8 @@ async def test_removing_a_member_ends_their_subscription_within_a_second(server:
     async with Subscriber(server, member.token, project_id, after="0-0") as subscriber:
         await create_task(owner, project_id, "visible")
         await subscriber.wait_for(1)
-        removed_at = time.monotonic()
         await owner.execute(REMOVE_MEMBER, {"p": project_id, "u": member.user["id"]})
+        removed_at = time.monotonic()  # acknowledged
         error = await subscriber.ended(timeout=5)
         ended_after = time.monotonic() - removed_at
 
