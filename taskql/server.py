@@ -37,7 +37,7 @@ from taskql.settings import Settings
 logger = logging.getLogger("taskql.server")
 
 
-_CONTEXT_KEY = "taskql.context"
+_COUNTED_USER_KEY = "taskql.ws_user"
 
 
 class TaskQLGraphQL(GraphQL):
@@ -58,23 +58,21 @@ class TaskQLGraphQL(GraphQL):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            context = scope.get(_CONTEXT_KEY)
-            if scope["type"] == "websocket" and context is not None and context.deps.viewer is not None:
-                self._open_connections[context.deps.viewer.id] -= 1
+            counted_user = scope.get(_COUNTED_USER_KEY)
+            if counted_user is not None:
+                self._open_connections[counted_user] -= 1
+                if not self._open_connections[counted_user]:
+                    del self._open_connections[counted_user]
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         runtime: Runtime = self._app.state.runtime
         try:
-            context = await build_context(
-                runtime, request, response, authorization=request.headers.get("authorization")
-            )
+            return await build_context(runtime, request, response, authorization=request.headers.get("authorization"))
         except PyMongoError as exc:
             # Authentication reads the database before GraphQL runs: report the outage, never its details.
             request_id = request.state.request_id
             logger.error("database unavailable while authenticating request %s", request_id, exc_info=exc)
             raise HTTPException(503, f"Service temporarily unavailable (request id {request_id}).") from exc
-        request.scope[_CONTEXT_KEY] = context
-        return context
 
     async def on_ws_connect(self, context: Context) -> None:
         """Authenticates a WebSocket from its connection_init payload: {"authorization": "Bearer ..."}."""
@@ -91,6 +89,7 @@ class TaskQLGraphQL(GraphQL):
         if self._open_connections[deps.viewer.id] >= self._max_connections:
             raise ConnectionRejectionError({"message": f"At most {self._max_connections} connections per user."})
         self._open_connections[deps.viewer.id] += 1
+        context.request.scope[_COUNTED_USER_KEY] = deps.viewer.id  # released when the socket closes
         context.renew(deps)
 
 

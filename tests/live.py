@@ -110,9 +110,14 @@ class Subscriber:
         *,
         after: str | None = None,
         protocol: str = "graphql-transport-ws",
+        init_payload: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         transport = WebsocketsTransport(
-            url=server.ws_url, init_payload={"authorization": f"Bearer {token}"}, subprotocols=[protocol]
+            url=server.ws_url,
+            init_payload={"authorization": f"Bearer {token}"} if init_payload is None else init_payload,
+            subprotocols=[protocol],
+            headers=headers,
         )
         self._client = Client(transport=transport)
         self._request = GraphQLRequest(TASK_EVENTS, variable_values={"projectId": project_id, "after": after})

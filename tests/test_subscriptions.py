@@ -268,6 +268,24 @@ async def test_connections_per_user_are_limited(start_server: Callable[..., Live
     assert events[0]["task"]["title"] == "both connected"
 
 
+async def test_a_refused_connection_does_not_free_a_place(start_server: Callable[..., LiveServer]) -> None:
+    server = start_server(redis_url=SHARED_REDIS, ws_max_connections_per_user=1)
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+    header = {"authorization": f"Bearer {owner.token}"}
+
+    async with Subscriber(server, owner.token, project_id, after="0-0") as first:
+        await create_task(owner, project_id, "connected")
+        await first.wait_for(1)
+        # Signed in by its upgrade header, but not by connection_init: refused, and must not count.
+        async with Subscriber(server, owner.token, project_id, init_payload={}, headers=header) as refused:
+            await refused.ended(timeout=10)
+        async with Subscriber(server, owner.token, project_id) as over_the_limit:
+            error = await over_the_limit.ended(timeout=10)
+
+    assert close_code(error) == 4403
+
+
 NODE_CLIENT = Path(__file__).parent / "node"
 
 
