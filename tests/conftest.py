@@ -177,6 +177,30 @@ mutation($input: CreateTaskInput!) {
 }
 """
 
+DELETE_TASK = """
+mutation($input: DeleteTaskInput!) {
+  deleteTask(input: $input) { deletedTaskId userErrors { code field message } }
+}
+"""
+DELETE_PROJECT = """
+mutation($input: DeleteProjectInput!) {
+  deleteProject(input: $input) { deletedProjectId userErrors { code field message } }
+}
+"""
+UPDATE_PROJECT_MEMBER = """
+mutation($input: UpdateProjectMemberInput!) {
+  updateProjectMember(input: $input) { project { id members { user { id } role } } userErrors { code field message } }
+}
+"""
+REMOVE_MEMBER = """
+mutation($p: ID!, $u: ID!) { removeProjectMember(input: {projectId: $p, userId: $u}) { userErrors { code } } }
+"""
+MY_TASKS = """
+query {
+  myTasks { totalCount edges { node { id } } }
+}
+"""
+
 
 async def create_project(client: GraphQLClient, name: str = "Project") -> str:
     payload = (await client.execute(CREATE_PROJECT, {"input": {"name": name}}))["createProject"]

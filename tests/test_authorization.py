@@ -11,7 +11,12 @@ from pymongo import AsyncMongoClient
 
 from taskql.settings import Settings
 from tests.conftest import (
+    ADD_MEMBER,
     CREATE_TASK,
+    DELETE_PROJECT,
+    DELETE_TASK,
+    MY_TASKS,
+    UPDATE_PROJECT_MEMBER,
     GraphQLClient,
     add_member,
     create_project,
@@ -50,11 +55,6 @@ query($query: String!, $projectId: ID) {
   searchTasks(query: $query, projectId: $projectId) { totalCount edges { node { id } } }
 }
 """
-MY_TASKS = """
-query {
-  myTasks { totalCount edges { node { id } } }
-}
-"""
 PROJECTS = """
 query {
   projects { totalCount edges { node { id } } }
@@ -65,29 +65,9 @@ mutation($input: UpdateTaskInput!) {
   updateTask(input: $input) { task { id title } userErrors { code field message } }
 }
 """
-DELETE_TASK = """
-mutation($input: DeleteTaskInput!) {
-  deleteTask(input: $input) { deletedTaskId userErrors { code field message } }
-}
-"""
 UPDATE_PROJECT = """
 mutation($input: UpdateProjectInput!) {
   updateProject(input: $input) { project { id name } userErrors { code field message } }
-}
-"""
-DELETE_PROJECT = """
-mutation($input: DeleteProjectInput!) {
-  deleteProject(input: $input) { deletedProjectId userErrors { code field message } }
-}
-"""
-ADD_PROJECT_MEMBER = """
-mutation($input: AddProjectMemberInput!) {
-  addProjectMember(input: $input) { project { id members { user { id } role } } userErrors { code field message } }
-}
-"""
-UPDATE_PROJECT_MEMBER = """
-mutation($input: UpdateProjectMemberInput!) {
-  updateProjectMember(input: $input) { project { id members { user { id } role } } userErrors { code field message } }
 }
 """
 REMOVE_PROJECT_MEMBER = """
@@ -372,7 +352,7 @@ async def test_adding_a_member_by_role(
     newcomer = await sign_up(anonymous, "Newcomer")
 
     data = await actor.execute(
-        ADD_PROJECT_MEMBER, {"input": {"projectId": project_id, "email": newcomer.user["email"], "role": "VIEWER"}}
+        ADD_MEMBER, {"input": {"projectId": project_id, "email": newcomer.user["email"], "role": "VIEWER"}}
     )
 
     payload = data["addProjectMember"]
@@ -497,7 +477,7 @@ PROJECT_PATHS = [
     ),
     pytest.param(DELETE_PROJECT, lambda project_id, user: {"input": {"id": project_id}}, id="deleteProject"),
     pytest.param(
-        ADD_PROJECT_MEMBER,
+        ADD_MEMBER,
         lambda project_id, user: {"input": {"projectId": project_id, "email": user["email"]}},
         id="addProjectMember",
     ),

@@ -20,6 +20,7 @@ from taskql.loaders.cache import EntityCache, MemoryBackend, PutEntry, RedisBack
 from taskql.server import build_app
 from taskql.settings import Settings
 from tests.conftest import (
+    REMOVE_MEMBER,
     CommandLog,
     GraphQLClient,
     RedisServer,
@@ -40,9 +41,6 @@ mutation($id: ID!, $title: String!) {
 """
 RENAME_PROJECT = """
 mutation($id: ID!, $name: String!) { updateProject(input: {id: $id, name: $name}) { userErrors { code } } }
-"""
-REMOVE_MEMBER = """
-mutation($p: ID!, $u: ID!) { removeProjectMember(input: {projectId: $p, userId: $u}) { userErrors { code } } }
 """
 
 

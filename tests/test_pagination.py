@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from taskql.schema.relay import decode_id
-from tests.conftest import GraphQLClient, add_member, create_project, create_task, sign_up
+from tests.conftest import DELETE_TASK, GraphQLClient, add_member, create_project, create_task, sign_up
 
 TASKS = """
 query(
@@ -42,11 +42,6 @@ query($first: Int, $after: String) {
 UPDATE_TASK = """
 mutation($input: UpdateTaskInput!) {
   updateTask(input: $input) { task { id updatedAt } userErrors { code field message } }
-}
-"""
-DELETE_TASK = """
-mutation($input: DeleteTaskInput!) {
-  deleteTask(input: $input) { deletedTaskId userErrors { code field message } }
 }
 """
 

@@ -9,8 +9,12 @@ import pytest
 
 from taskql.settings import Settings
 from tests.conftest import (
+    ADD_MEMBER,
     CREATE_PROJECT,
     CREATE_TASK,
+    DELETE_PROJECT,
+    MY_TASKS,
+    UPDATE_PROJECT_MEMBER,
     GraphQLClient,
     add_member,
     create_project,
@@ -42,21 +46,6 @@ mutation($input: UpdateProjectInput!) {
   updateProject(input: $input) { project { id name description updatedAt } userErrors { code field message } }
 }
 """
-DELETE_PROJECT = """
-mutation($input: DeleteProjectInput!) {
-  deleteProject(input: $input) { deletedProjectId userErrors { code field message } }
-}
-"""
-ADD_PROJECT_MEMBER = """
-mutation($input: AddProjectMemberInput!) {
-  addProjectMember(input: $input) { project { id members { user { id } role } } userErrors { code field message } }
-}
-"""
-UPDATE_PROJECT_MEMBER = """
-mutation($input: UpdateProjectMemberInput!) {
-  updateProjectMember(input: $input) { project { id members { user { id } role } } userErrors { code field message } }
-}
-"""
 REMOVE_PROJECT_MEMBER = """
 mutation($input: RemoveProjectMemberInput!) {
   removeProjectMember(input: $input) { project { id members { user { id } role } } userErrors { code field message } }
@@ -73,11 +62,6 @@ query($id: ID!) {
 TASKS = """
 query($projectId: ID!) {
   tasks(projectId: $projectId) { totalCount }
-}
-"""
-MY_TASKS = """
-query {
-  myTasks { totalCount edges { node { id } } }
 }
 """
 UPDATE_TASK = """
@@ -297,7 +281,7 @@ async def test_add_member_by_email_gives_them_the_role(
     member = await sign_up(anonymous, "Member")
 
     data = await owner_client.execute(
-        ADD_PROJECT_MEMBER,
+        ADD_MEMBER,
         {"input": {"projectId": project_id, "email": f"  {member.user['email'].upper()} ", "role": "VIEWER"}},
     )
 
@@ -313,16 +297,14 @@ async def test_add_member_defaults_to_editor(
 ) -> None:
     member = await sign_up(anonymous, "Member")
 
-    data = await owner_client.execute(
-        ADD_PROJECT_MEMBER, {"input": {"projectId": project_id, "email": member.user["email"]}}
-    )
+    data = await owner_client.execute(ADD_MEMBER, {"input": {"projectId": project_id, "email": member.user["email"]}})
 
     assert members_of(data["addProjectMember"]["project"])[member.user["id"]] == "EDITOR"
 
 
 async def test_add_member_with_an_unknown_email_is_not_found(owner_client: GraphQLClient, project_id: str) -> None:
     data = await owner_client.execute(
-        ADD_PROJECT_MEMBER, {"input": {"projectId": project_id, "email": "nobody@example.com", "role": "EDITOR"}}
+        ADD_MEMBER, {"input": {"projectId": project_id, "email": "nobody@example.com", "role": "EDITOR"}}
     )
 
     payload = data["addProjectMember"]
@@ -337,7 +319,7 @@ async def test_adding_an_existing_member_is_a_conflict(
     existing = {"editor": editor_client, "owner": owner_client}[who]
 
     data = await owner_client.execute(
-        ADD_PROJECT_MEMBER, {"input": {"projectId": project_id, "email": existing.user["email"], "role": "VIEWER"}}
+        ADD_MEMBER, {"input": {"projectId": project_id, "email": existing.user["email"], "role": "VIEWER"}}
     )
 
     payload = data["addProjectMember"]

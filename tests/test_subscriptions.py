@@ -18,7 +18,7 @@ import pytest
 from gql.transport.exceptions import TransportQueryError
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import TEST_SECRET, RedisServer
+from tests.conftest import REMOVE_MEMBER, TEST_SECRET, RedisServer
 from tests.live import LiveServer, Subscriber, User
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
@@ -30,9 +30,6 @@ ADD_MEMBER = """
 mutation($p: ID!, $e: String!) {
   addProjectMember(input: {projectId: $p, email: $e, role: VIEWER}) { userErrors { code } }
 }
-"""
-REMOVE_MEMBER = """
-mutation($p: ID!, $u: ID!) { removeProjectMember(input: {projectId: $p, userId: $u}) { userErrors { code } } }
 """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import CREATE_TASK, GraphQLClient, create_task
+from tests.conftest import CREATE_TASK, DELETE_TASK, GraphQLClient, create_task
 
 UPDATE_TASK = """
 mutation($input: UpdateTaskInput!) {
@@ -12,11 +12,6 @@ mutation($input: UpdateTaskInput!) {
     task { id title description status priority dueAt tags version completedAt assignee { id } }
     userErrors { code field message }
   }
-}
-"""
-DELETE_TASK = """
-mutation($input: DeleteTaskInput!) {
-  deleteTask(input: $input) { deletedTaskId userErrors { code field message } }
 }
 """
 TASK = """
