@@ -148,8 +148,9 @@ class EventBroker:
         reader = await self._reader(channel)
         reader.buffers.add(buffer)
         try:
-            # Entries after the reader's position reach the buffer; the replay covers the rest.
-            yield Subscription(self._store, channel, buffer, await self._store.last_id(channel))
+            # Registered before reading the position, with no await between: every entry after it
+            # reaches the buffer; the replay (if any) covers the rest.
+            yield Subscription(self._store, channel, buffer, reader.position)
         finally:
             reader.buffers.discard(buffer)
             if not reader.buffers and self._readers.get(channel) is reader:

@@ -58,28 +58,26 @@ class ByIdLoader(DataLoader[ObjectId, "R | None"], Generic[R]):
         await self._cache.put_many(self.kind, [record.to_doc() for record in records])
         return records
 
-    def _memo(self, record: R) -> None:
+    def _memo(self, object_id: ObjectId, record: R | None) -> None:
         with contextlib.suppress(KeyError):  # clear() raises for a key never loaded
-            self.clear(record.id)
-        self.prime(record.id, record)
+            self.clear(object_id)
+        self.prime(object_id, record)
 
     async def store(self, record: R) -> R:
         """After a committed write: this request and every later one read `record` (or newer)."""
-        self._memo(record)
+        self._memo(record.id, record)
         await self._cache.put_many(self.kind, [record.to_doc()])
         return record
 
-    async def store_read(self, records: Sequence[R]) -> None:
-        """Records a list query just read: memoised for this request and written back to the cache."""
+    def remember(self, records: Sequence[R]) -> None:
+        """Records a list query just read, for the rest of this request. No cache write: a list is read
+        far more often than it changes, and a by-id miss writes its own record back."""
         for record in records:
-            self._memo(record)
-        await self._cache.put_many(self.kind, [record.to_doc() for record in records])
+            self._memo(record.id, record)
 
     async def evict(self, object_id: ObjectId) -> None:
         """After a committed delete."""
-        with contextlib.suppress(KeyError):
-            self.clear(object_id)
-        self.prime(object_id, None)
+        self._memo(object_id, None)
         await self._cache.delete(self.kind, object_id)
 
     async def refresh(self, ids: Sequence[ObjectId]) -> list[R]:
@@ -89,7 +87,7 @@ class ByIdLoader(DataLoader[ObjectId, "R | None"], Generic[R]):
         for start in range(0, len(ids), batch):
             records += await self._fetch(ids[start : start + batch])
         for record in records:
-            self._memo(record)
+            self._memo(record.id, record)
         return records
 
 

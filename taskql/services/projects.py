@@ -47,7 +47,7 @@ class ProjectService:
     async def page(self, page: PageRequest) -> Page[ProjectRecord]:
         projects = await projects_db.page_projects(self._db, member_id=self._member_scope(), page=page)
         # Nested fields (task.project, permission checks) then find them without another query.
-        await self._deps.loaders.projects.store_read([edge.node for edge in projects.edges])
+        self._deps.loaders.projects.remember([edge.node for edge in projects.edges])
         return projects
 
     async def count(self) -> int:
