@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import orjson
 from bson import ObjectId
 from cross_web import HTTPException
 from pymongo.errors import PyMongoError
@@ -63,6 +64,10 @@ class TaskQLGraphQL(GraphQL):
                 self._open_connections[counted_user] -= 1
                 if not self._open_connections[counted_user]:
                     del self._open_connections[counted_user]
+
+    def encode_json(self, data: object) -> str:
+        # orjson: several times faster than the standard library, and every event is encoded once per subscriber.
+        return orjson.dumps(data).decode()
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         runtime: Runtime = self._app.state.runtime

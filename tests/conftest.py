@@ -124,8 +124,8 @@ mutation Register($input: RegisterInput!) {
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Any]:
     application = build_app(settings)
-    async with LifespanManager(application) as manager:
-        yield manager.app
+    async with LifespanManager(application):
+        yield application  # its lifespan keeps what it opened in app.state, not in a lifespan state
     client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri)
     await client.drop_database(settings.mongodb_database)
     await client.close()

@@ -62,6 +62,19 @@ async def test_resuming_replays_then_continues_live_without_gap_or_duplicate(
     assert await subscription.next(timeout=0.2) is None
 
 
+async def test_an_ended_subscription_delivers_nothing_more(store: EventStore, request: pytest.FixtureRequest) -> None:
+    broker = EventBroker(store, buffer_size=100)
+    name = channel(request)
+    async with broker.subscribe(name) as subscription:
+        subscription.end_after(0.1)
+        await broker.publish(name, {"n": 0})
+        assert await drain(subscription, 1) == [0]
+        waiting = asyncio.create_task(subscription.next())  # no timeout of its own: the end wakes it
+        assert await asyncio.wait_for(waiting, 5) is None
+        await broker.publish(name, {"n": 1})
+        assert await subscription.next() is None
+
+
 async def test_cursors_increase(store: EventStore, request: pytest.FixtureRequest) -> None:
     ids = [await store.append(channel(request), {"n": n}) for n in range(50)]
 

@@ -93,6 +93,20 @@ class Subscription:
         self._buffer = buffer
         self._replay: deque[Entry] = deque()
         self._last = parse_id(start)
+        self._ended = False
+        self._end_timer: asyncio.TimerHandle | None = None
+
+    def end_after(self, seconds: float) -> None:
+        """After `seconds`, next() returns None (one timer, rather than a timeout on every wait)."""
+        self._end_timer = asyncio.get_running_loop().call_later(seconds, self._end)
+
+    def _end(self) -> None:
+        self._ended = True
+        self._buffer.ready.set()
+
+    def close(self) -> None:
+        if self._end_timer is not None:
+            self._end_timer.cancel()
 
     async def replay_after(self, cursor: str) -> None:
         try:
@@ -111,9 +125,9 @@ class Subscription:
                 return
             cursor = batch[-1].id
 
-    async def next(self, timeout: float | None) -> Entry | None:
-        """The next entry, or None when `timeout` seconds pass without one."""
-        while True:
+    async def next(self, timeout: float | None = None) -> Entry | None:
+        """The next entry; None when `timeout` seconds pass without one, or once the subscription has ended."""
+        while not self._ended:
             source = self._replay or self._buffer.entries
             if source:
                 entry = source.popleft()
@@ -124,10 +138,15 @@ class Subscription:
             if self._buffer.overflowed:
                 raise SubscriberTooSlow("Too many events were waiting for this subscriber: resume with `after`.")
             self._buffer.ready.clear()
+            if timeout is None:
+                await self._buffer.ready.wait()
+                continue
             try:
-                await asyncio.wait_for(self._buffer.ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._buffer.ready.wait()
             except TimeoutError:
                 return None
+        return None
 
 
 class EventBroker:
@@ -147,11 +166,13 @@ class EventBroker:
         buffer = _Buffer(self._buffer_size)
         reader = await self._reader(channel)
         reader.buffers.add(buffer)
+        # Registered before reading the position, with no await between: every entry after it
+        # reaches the buffer; the replay (if any) covers the rest.
+        subscription = Subscription(self._store, channel, buffer, reader.position)
         try:
-            # Registered before reading the position, with no await between: every entry after it
-            # reaches the buffer; the replay (if any) covers the rest.
-            yield Subscription(self._store, channel, buffer, reader.position)
+            yield subscription
         finally:
+            subscription.close()
             reader.buffers.discard(buffer)
             if not reader.buffers and self._readers.get(channel) is reader:
                 del self._readers[channel]

@@ -18,5 +18,4 @@ async def task_events(
     context = info.context
     events = context.task_events.stream(decode_id(project_id, "Project", argument="projectId"), after)
     async for event in events:
-        context.fresh_loaders()  # the connection outlives any one event: nested fields read current data
         yield TaskEvent.from_record(event)

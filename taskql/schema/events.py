@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import strawberry
+from bson import ObjectId
 
 from taskql.schema.activity import ActivityKind
 from taskql.schema.relay import encode_id
@@ -13,23 +14,38 @@ from taskql.services.events import TaskEventRecord
 
 @strawberry.type(description="A change to a task, as it happened.")
 class TaskEvent:
+    # Fields resolve from the record only when selected: every subscriber gets its own TaskEvent per
+    # event, but only one of them executes it (shared_events).
     record: strawberry.Private[TaskEventRecord]
-    cursor: str = strawberry.field(description="Pass as `after` to resume right after this event.")
-    kind: ActivityKind
-    changed_fields: list[str]
-    at: datetime
-    task: Task | None = strawberry.field(description="The task as of this event; null once deleted.")
 
     @classmethod
     def from_record(cls, event: TaskEventRecord) -> TaskEvent:
-        return cls(
-            record=event,
-            cursor=event.cursor,
-            kind=ActivityKind(event.kind),
-            changed_fields=list(event.changed_fields),
-            at=event.at,
-            task=Task.from_record(event.task) if event.task else None,
-        )
+        return cls(record=event)
+
+    @property
+    def event_key(self) -> tuple[ObjectId, str]:
+        """The same for every subscriber's copy of this event: its result is computed once (shared_events)."""
+        return self.record.project_id, self.record.cursor
+
+    @strawberry.field(description="Pass as `after` to resume right after this event.")
+    def cursor(self) -> str:
+        return self.record.cursor
+
+    @strawberry.field
+    def kind(self) -> ActivityKind:
+        return ActivityKind(self.record.kind)
+
+    @strawberry.field
+    def changed_fields(self) -> list[str]:
+        return list(self.record.changed_fields)
+
+    @strawberry.field
+    def at(self) -> datetime:
+        return self.record.at
+
+    @strawberry.field(description="The task as of this event; null once deleted.")
+    def task(self) -> Task | None:
+        return Task.from_record(self.record.task) if self.record.task else None
 
     @strawberry.field
     def task_id(self) -> strawberry.ID:

@@ -9,6 +9,7 @@ import strawberry
 from taskql.db.projects import MemberRecord, ProjectRecord
 from taskql.schema.errors import UserError
 from taskql.schema.relay import Connection, Node, encode_id
+from taskql.schema.shared_events import PER_VIEWER
 from taskql.schema.users import User, load_user
 
 if TYPE_CHECKING:
@@ -63,7 +64,10 @@ class Project(Node):
     def members(self) -> list[ProjectMember]:
         return [ProjectMember(member=m, role=ProjectRole(m.role), added_at=m.added_at) for m in self.record.members]
 
-    @strawberry.field(description="The viewer's role in this project; null for admins who are not members.")
+    @strawberry.field(
+        description="The viewer's role in this project; null for admins who are not members.",
+        metadata={PER_VIEWER: True},
+    )
     def viewer_role(self, info: strawberry.Info) -> ProjectRole | None:
         role = self.record.role_of(info.context.deps.require_viewer().id)
         return ProjectRole(role) if role else None

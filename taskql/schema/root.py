@@ -21,6 +21,7 @@ from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
+from taskql.schema.shared_events import SharedEventExecutor
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
 from taskql.schema.users import AuthPayload, LogoutPayload, User, UserPayload
 
@@ -98,5 +99,6 @@ def build_schema(**options: Any) -> strawberry.Schema:
         subscription=Subscription,
         types=[User, Project, Task],
         extensions=[ParserCache, ValidationCache],
+        execution_context_class=SharedEventExecutor,
         **options,
     )

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from bson import ObjectId
@@ -30,7 +31,12 @@ class TaskEventRecord:
     actor_id: ObjectId
     changed_fields: tuple[str, ...]
     at: datetime
-    task: TaskRecord | None  # the task as of this event; None once deleted
+    task_doc: dict[str, Any] | None
+
+    @cached_property
+    def task(self) -> TaskRecord | None:
+        """The task as of this event; None once deleted. Decoded only if a subscriber selects it."""
+        return TaskRecord.from_doc(self.task_doc) if self.task_doc else None
 
 
 async def publish(deps: Deps, project_id: ObjectId, kind: str, **fields: Any) -> None:
@@ -67,13 +73,11 @@ class TaskEventService:
         async with self._deps.runtime.events.subscribe(str(project_id)) as subscription:
             if after is not None:
                 await subscription.replay_after(after)
+            subscription.end_after((viewer.access_expires_at - utcnow()).total_seconds())
             while True:
-                remaining = (viewer.access_expires_at - utcnow()).total_seconds()
-                if remaining <= 0:
-                    raise Unauthenticated(TOKEN_EXPIRED)
-                entry = await subscription.next(timeout=remaining)
+                entry = await subscription.next()
                 if entry is None:
-                    continue
+                    raise Unauthenticated(TOKEN_EXPIRED)
                 event = entry.payload
                 kind = event["kind"]
                 if kind == "PROJECT_DELETED" or (
@@ -89,5 +93,5 @@ class TaskEventService:
                         actor_id=event["actor_id"],
                         changed_fields=tuple(event["changed_fields"]),
                         at=event["at"],
-                        task=TaskRecord.from_doc(event["task"]) if event["task"] else None,
+                        task_doc=event["task"],
                     )

@@ -1,0 +1,142 @@
+"""Subscription events executed once per process for all the subscribers who asked the same thing.
+
+Every subscriber of a project receives every event of that project, and executing the
+subscription's selection set for each of them was over half of what a delivery cost
+(bench/README.md). Two subscribers get the same result for an event when they sent the same
+operation with the same variables, apart from the subscription field's own arguments (`after`
+only chooses where the events start), and the operation selects no field whose value depends on
+who asks (those are marked `metadata={PER_VIEWER: True}`; selecting one adds the viewer to the
+key). So the first subscriber to reach an event executes it and the others await and share that
+result.
+
+A result with errors is not shared: its errors may be the executing subscriber's own (it lost
+access a moment ago), so the others execute the event themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import orjson
+from graphql import ExecutionResult, FieldNode, GraphQLObjectType, GraphQLSchema, Node, Visitor, print_ast, visit
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+
+PER_VIEWER = "taskql.per_viewer"
+RENDERS_KEPT = 1024  # recent (event, operation) results; a few seconds of events for every distinct operation
+
+
+class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, with subscription events shared between equal subscriptions.
+
+    Payloads opt in with an `event_key` attribute that is the same for every subscriber's copy of
+    one event. The payload's context must offer `fresh_loaders()` and `deps.viewer`.
+    """
+
+    _renders: ClassVar[OrderedDict[Hashable, _Render]] = OrderedDict()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._operation_key: Hashable | None = None
+        self._event_key: Hashable | None = None
+
+    def build_per_event_executor(self, payload: Any) -> SharedEventExecutor:
+        if self._operation_key is None:
+            self._operation_key = self._describe_operation()
+        executor = super().build_per_event_executor(payload)
+        event_key = getattr(payload, "event_key", None)
+        executor._event_key = None if event_key is None else (event_key, self._operation_key)
+        return executor  # type: ignore[return-value]
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        if self._event_key is None:  # a query, a mutation, or an event that does not opt in
+            return super().execute_operation(serially)
+        return self._execute_shared(self._event_key)
+
+    async def _execute_shared(self, key: Hashable) -> ExecutionResult:
+        render = self._renders.get(key)
+        if render is None:
+            render = self._renders[key] = _Render()
+            if len(self._renders) > RENDERS_KEPT:
+                self._renders.popitem(last=False)
+            try:
+                render.result = await self._execute_event()
+                return render.result
+            finally:
+                render.done.set()  # also when it failed or this subscriber went away: the others then execute it
+        await render.done.wait()
+        if render.result is not None and not render.result.errors:
+            return render.result
+        return await self._execute_event()
+
+    async def _execute_event(self) -> ExecutionResult:
+        self.context_value.fresh_loaders()  # the connection outlives any one event: read current data
+        result = super().execute_operation(False)
+        return await result if self.is_awaitable(result) else result
+
+    def _describe_operation(self) -> Hashable:
+        """What decides an event's result, apart from the event itself."""
+        fragments = sorted(self.fragment_definitions.items())
+        text = "\n".join([print_ast(self.operation), *(print_ast(fragment) for _, fragment in fragments)])
+        usage = _Usage()
+        for node in _rendered_nodes(self.operation.selection_set.selections, [f for _, f in fragments]):
+            visit(node, usage)
+        coerced = self.variable_values.coerced
+        variables = orjson.dumps(
+            {name: coerced.get(name) for name in sorted(usage.variables)}, default=str, option=orjson.OPT_SORT_KEYS
+        )
+        per_viewer = usage.fields & _per_viewer_fields(self.schema)
+        viewer = self.context_value.deps.viewer.id if per_viewer else None
+        return text, variables, viewer
+
+
+class _Render:
+    """One event executed for one operation key; `result` stays None if that execution failed."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.result: ExecutionResult | None = None
+
+
+class _Usage(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.variables: set[str] = set()
+        self.fields: set[str] = set()
+
+    def enter_variable(self, node: Any, *_: Any) -> None:
+        self.variables.add(node.name.value)
+
+    def enter_field(self, node: Any, *_: Any) -> None:
+        self.fields.add(node.name.value)
+
+
+def _rendered_nodes(root_selections: Any, fragments: list[Node]) -> Iterator[Node]:
+    """Every node of the operation except the subscription field's own arguments."""
+    for selection in root_selections:
+        if isinstance(selection, FieldNode):
+            yield from selection.directives or ()
+            if selection.selection_set:
+                yield selection.selection_set
+        else:
+            yield selection
+    yield from fragments
+
+
+@lru_cache(maxsize=4)
+def _per_viewer_fields(schema: GraphQLSchema) -> frozenset[str]:
+    """Names of the fields marked PER_VIEWER (by name only: a same-named field elsewhere just shares less)."""
+    names = set()
+    for graphql_type in schema.type_map.values():
+        if isinstance(graphql_type, GraphQLObjectType):
+            for name, field in graphql_type.fields.items():
+                definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+                if definition is not None and definition.metadata.get(PER_VIEWER):
+                    names.add(name)
+    return frozenset(names)
