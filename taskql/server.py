@@ -33,6 +33,7 @@ from taskql.loaders.cache import create_cache, create_redis
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
 from taskql.services.common import Runtime
+from taskql.services.outbox import OutboxRelay
 from taskql.settings import Settings
 
 logger = logging.getLogger("taskql.server")
@@ -112,6 +113,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
         client = create_client(settings, uri)
         redis = create_redis(settings)
         events = EventBroker(create_event_store(settings), buffer_size=settings.subscription_buffer_size)
+        relay = None
         try:
             db = Database(client, settings)
             await db.detect_capabilities()
@@ -129,8 +131,12 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 cache=create_cache(settings, redis),
                 events=events,
             )
+            relay = OutboxRelay(db, events)
+            relay.start()
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             await events.close()
             await client.close()
             if redis is not None:

@@ -31,6 +31,12 @@ def channel(request: pytest.FixtureRequest) -> str:
     return f"test-{request.node.name}-{id(request)}"
 
 
+async def publish(broker: EventBroker, name: str, n: int) -> str:
+    entry_id = await broker.publish(name, {"n": n}, event_id=f"event-{n}")
+    assert entry_id is not None
+    return entry_id
+
+
 async def drain(subscription: Subscription, count: int) -> list[int]:
     numbers = []
     for _ in range(count):
@@ -45,13 +51,13 @@ async def test_resuming_replays_then_continues_live_without_gap_or_duplicate(
 ) -> None:
     broker = EventBroker(store, buffer_size=100)
     name = channel(request)
-    ids = [await broker.publish(name, {"n": n}) for n in range(5)]
+    ids = [await publish(broker, name, n) for n in range(5)]
 
     async with broker.subscribe(name) as subscription:
 
         async def publish_more() -> None:
             for n in range(5, 10):
-                await broker.publish(name, {"n": n})
+                await publish(broker, name, n)
 
         publishing = asyncio.create_task(publish_more())
         await subscription.replay_after(ids[0])  # races the publications: the seam
@@ -67,16 +73,27 @@ async def test_an_ended_subscription_delivers_nothing_more(store: EventStore, re
     name = channel(request)
     async with broker.subscribe(name) as subscription:
         subscription.end_after(0.1)
-        await broker.publish(name, {"n": 0})
+        await publish(broker, name, 0)
         assert await drain(subscription, 1) == [0]
         waiting = asyncio.create_task(subscription.next())  # no timeout of its own: the end wakes it
         assert await asyncio.wait_for(waiting, 5) is None
-        await broker.publish(name, {"n": 1})
+        await publish(broker, name, 1)
         assert await subscription.next() is None
 
 
+async def test_an_event_appended_twice_is_kept_once(store: EventStore, request: pytest.FixtureRequest) -> None:
+    name = channel(request)
+    first = await store.append(name, {"n": 0}, event_id="same")
+    second = await store.append(name, {"n": 0}, event_id="same")
+    other = await store.append(name, {"n": 1}, event_id="other")
+
+    assert first is not None and other is not None
+    assert second is None
+    assert [entry.payload["n"] for entry in await store.read_after(name, "0-0", 10)] == [0, 1]
+
+
 async def test_cursors_increase(store: EventStore, request: pytest.FixtureRequest) -> None:
-    ids = [await store.append(channel(request), {"n": n}) for n in range(50)]
+    ids = [await store.append(channel(request), {"n": n}, event_id=str(n)) for n in range(50)]
 
     assert [parse_id(i) for i in ids] == sorted(parse_id(i) for i in ids)
     assert len(set(ids)) == 50
@@ -89,7 +106,7 @@ async def test_a_slow_subscriber_is_dropped_without_delaying_the_others(request:
     async with broker.subscribe(name) as slow, broker.subscribe(name) as fast:
         received = []
         for n in range(10):
-            await broker.publish(name, {"n": n})
+            await publish(broker, name, n)
             received += await drain(fast, 1)
 
         assert received == list(range(10))
@@ -101,7 +118,7 @@ async def test_a_slow_subscriber_is_dropped_without_delaying_the_others(request:
 async def test_a_cursor_older_than_the_retained_events_is_refused(request: pytest.FixtureRequest) -> None:
     broker = EventBroker(MemoryEventStore(max_length=5, max_age_seconds=3_600), buffer_size=10)
     name = channel(request)
-    ids = [await broker.publish(name, {"n": n}) for n in range(10)]
+    ids = [await publish(broker, name, n) for n in range(10)]
 
     async with broker.subscribe(name) as subscription:
         with pytest.raises(CursorExpired):

@@ -76,6 +76,10 @@ class Database:
     def activity(self) -> AsyncCollection:
         return self.db["activity"]
 
+    @property
+    def outbox(self) -> AsyncCollection:
+        return self.db["outbox"]
+
     async def in_transaction(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
         """Run `work` atomically (retrying transient transaction errors) where the server allows it."""
         if not self.supports_transactions:

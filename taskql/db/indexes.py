@@ -45,6 +45,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("task_id", ASCENDING), ("at", ASCENDING), ("_id", ASCENDING)], name="task_at"),
         IndexModel([("project_id", ASCENDING), ("at", ASCENDING), ("_id", ASCENDING)], name="project_at"),
     ],
+    # The relay looks for events left unpublished for a while, oldest first.
+    "outbox": [IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)], name="created")],
 }
 
 

@@ -167,8 +167,11 @@ async def insert_task(db: Database, *, values: dict[str, Any], session: AsyncCli
     return TaskRecord.from_doc(doc)
 
 
-async def find_tasks_by_ids(db: Database, *, ids: Sequence[ObjectId]) -> list[TaskRecord]:
-    return [TaskRecord.from_doc(doc) async for doc in db.tasks.find({"_id": {"$in": list(ids)}}, projection=_HIDDEN)]
+async def find_tasks_by_ids(
+    db: Database, *, ids: Sequence[ObjectId], session: AsyncClientSession | None = None
+) -> list[TaskRecord]:
+    cursor = db.tasks.find({"_id": {"$in": list(ids)}}, projection=_HIDDEN, session=session)
+    return [TaskRecord.from_doc(doc) async for doc in cursor]
 
 
 async def update_task_if_version(

@@ -157,8 +157,9 @@ class EventBroker:
         self._starting: dict[str, asyncio.Lock] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
-    async def publish(self, channel: str, payload: dict[str, Any]) -> str:
-        return await self._store.append(channel, payload)
+    async def publish(self, channel: str, payload: dict[str, Any], *, event_id: str) -> str | None:
+        """Appends to the channel's log; an event ID already appended is ignored (None)."""
+        return await self._store.append(channel, payload, event_id=event_id)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:

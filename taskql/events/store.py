@@ -38,7 +38,9 @@ class Entry:
 
 
 class EventStore(Protocol):
-    async def append(self, channel: str, payload: dict[str, Any]) -> str: ...
+    async def append(self, channel: str, payload: dict[str, Any], *, event_id: str) -> str | None:
+        """Appends the event, unless an event with this ID was appended already (then None)."""
+        ...
 
     async def last_id(self, channel: str) -> str: ...
 
@@ -55,26 +57,38 @@ class EventStore(Protocol):
     async def close(self) -> None: ...
 
 
+# Appends an event once: a mark per event ID, kept as long as the events are, refuses a second copy.
+_APPEND_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
+  return false
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
+return id
+"""
+
+
 class RedisEventStore:
     """One Redis Stream per project, trimmed by length (MAXLEN) and age (MINID), both approximate."""
 
     def __init__(self, client: Redis, *, max_length: int, max_age_seconds: int) -> None:
         self._client = client
         self._max_length = max_length
-        self._max_age_ms = max_age_seconds * 1000
+        self._max_age_seconds = max_age_seconds
+        self._append_once = client.register_script(_APPEND_ONCE)
 
     @staticmethod
     def _key(channel: str) -> str:
-        return f"taskql:events:{channel}"
+        return f"taskql:events:{{{channel}}}"  # {hash tag}: the stream and its marks share a Redis Cluster slot
 
-    async def append(self, channel: str, payload: dict[str, Any]) -> str:
+    async def append(self, channel: str, payload: dict[str, Any], *, event_id: str) -> str | None:
         key = self._key(channel)
-        oldest_kept = f"{int(time.time() * 1000) - self._max_age_ms}-0"
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"e": encode_document(payload)}, maxlen=self._max_length, approximate=True)
-            pipe.xtrim(key, minid=oldest_kept, approximate=True)
-            entry_id, _ = await pipe.execute()
-        return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        oldest_kept = f"{int(time.time() * 1000) - self._max_age_seconds * 1000}-0"
+        entry_id = await self._append_once(
+            keys=[key, f"{key}:published:{event_id}"],
+            args=[encode_document(payload), self._max_length, oldest_kept, self._max_age_seconds],
+        )
+        return None if entry_id is None else _text(entry_id)
 
     async def last_id(self, channel: str) -> str:
         info = await self._info(channel)
@@ -123,6 +137,7 @@ class _MemoryStream:
     entries: deque[Entry] = field(default_factory=deque)
     last: tuple[int, int] = (0, 0)
     trimmed: str = ZERO_ID
+    published: dict[str, None] = field(default_factory=dict)  # event IDs, oldest first
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
@@ -137,8 +152,13 @@ class MemoryEventStore:
     def _stream(self, channel: str) -> _MemoryStream:
         return self._streams.setdefault(channel, _MemoryStream())
 
-    async def append(self, channel: str, payload: dict[str, Any]) -> str:
+    async def append(self, channel: str, payload: dict[str, Any], *, event_id: str) -> str | None:
         stream = self._stream(channel)
+        if event_id in stream.published:
+            return None
+        stream.published[event_id] = None
+        if len(stream.published) > self._max_length:
+            del stream.published[next(iter(stream.published))]
         now_ms = int(time.time() * 1000)
         ms, seq = stream.last
         stream.last = (now_ms, 0) if now_ms > ms else (ms, seq + 1)

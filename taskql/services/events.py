@@ -1,8 +1,7 @@
-"""Live task events: what writes publish, and what a subscriber to a project receives."""
+"""Live task events: what a subscriber to a project receives (services/outbox.py publishes them)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,14 +9,12 @@ from functools import cached_property
 from typing import Any
 
 from bson import ObjectId
-from redis.exceptions import RedisError
 
 from taskql.auth.permissions import PROJECT_NOT_FOUND, require_readable
 from taskql.db.tasks import TaskRecord
 from taskql.errors import NotFound, Unauthenticated
 from taskql.services.common import Deps, utcnow
 
-logger = logging.getLogger("taskql.events")
 TASK_KINDS = frozenset({"TASK_CREATED", "TASK_UPDATED", "TASK_DELETED"})
 TOKEN_EXPIRED = "The access token has expired: refresh it, then subscribe again with `after` set to the last cursor."
 
@@ -37,28 +34,6 @@ class TaskEventRecord:
     def task(self) -> TaskRecord | None:
         """The task as of this event; None once deleted. Decoded only if a subscriber selects it."""
         return TaskRecord.from_doc(self.task_doc) if self.task_doc else None
-
-
-async def publish(deps: Deps, project_id: ObjectId, kind: str, **fields: Any) -> None:
-    """Announce a committed write. The write stands even if this fails: it is logged, not raised."""
-    payload = {"kind": kind, "project_id": project_id, "actor_id": deps.require_viewer().id, "at": utcnow(), **fields}
-    try:
-        await deps.runtime.events.publish(str(project_id), payload)
-    except RedisError:
-        logger.error("could not publish %s of project %s", kind, project_id, exc_info=True)
-
-
-async def publish_task_event(
-    deps: Deps, kind: str, task: TaskRecord, changed_fields: list[str], *, deleted: bool = False
-) -> None:
-    await publish(
-        deps,
-        task.project_id,
-        kind,
-        task_id=task.id,
-        changed_fields=changed_fields,
-        task=None if deleted else task.to_doc(),
-    )
 
 
 class TaskEventService:

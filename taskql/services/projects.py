@@ -11,13 +11,14 @@ from taskql.auth.permissions import require_manager, require_readable
 from taskql.db import projects as projects_db
 from taskql.db import tasks as tasks_db
 from taskql.db.activity import append_event
+from taskql.db.outbox import OutboxEvent
 from taskql.db.pagination import Page, PageRequest
 from taskql.db.projects import MemberRecord, ProjectRecord
 from taskql.db.tasks import TaskStatsRecord
 from taskql.db.users import find_user_by_email
 from taskql.errors import Conflict, NotFound
+from taskql.services import outbox
 from taskql.services.common import Deps, utcnow
-from taskql.services.events import publish, publish_task_event
 from taskql.services.validation import Checker
 
 NAME_MAX_LENGTH = 100
@@ -130,18 +131,19 @@ class ProjectService:
         """Deletes the project and its tasks; the activity trail is kept for audit."""
         await self._get_managed(project_id)
 
-        async def write(session: AsyncClientSession | None) -> list[ObjectId]:
+        async def write(session: AsyncClientSession | None) -> tuple[list[ObjectId], list[OutboxEvent]]:
             task_ids = await tasks_db.delete_project_tasks(self._db, project_id=project_id, session=session)
             if not await projects_db.delete_project(self._db, project_id=project_id, session=session):
                 raise NotFound("Project not found.")
             await self._record(session, project_id, "PROJECT_DELETED", [])
-            return task_ids
+            event = outbox.project_event(self._deps, project_id, "PROJECT_DELETED")
+            return task_ids, await outbox.stage(self._db, session, [event])
 
-        task_ids = await self._db.in_transaction(write)
+        task_ids, events = await self._db.in_transaction(write)
         await self._deps.loaders.projects.evict(project_id)
         for task_id in task_ids:
             await self._deps.loaders.tasks.evict(task_id)
-        await publish(self._deps, project_id, "PROJECT_DELETED")
+        await outbox.publish(self._db, self._deps.runtime.events, events)
 
     async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
         project = await self._get_managed(project_id)
@@ -200,25 +202,31 @@ class ProjectService:
             require_manager(project, viewer)
         self._require_not_owner(project, user_id)
 
-        async def write(session: AsyncClientSession | None) -> tuple[ProjectRecord | None, list[ObjectId]]:
+        async def write(
+            session: AsyncClientSession | None,
+        ) -> tuple[ProjectRecord | None, list[ObjectId], list[OutboxEvent]]:
             now = utcnow()
             updated = await projects_db.remove_member(
                 self._db, project_id=project_id, user_id=user_id, now=now, session=session
             )
             if updated is None:
-                return None, []
+                return None, [], []
             await self._record(session, project_id, "MEMBER_REMOVED", ["members"])
             unassigned = await tasks_db.unassign_user(
                 self._db, project_id=project_id, user_id=user_id, now=now, session=session
             )
             for task_id in unassigned:
                 await self._record(session, project_id, "TASK_UPDATED", ["assignee"], task_id=task_id)
-            return updated, unassigned
+            tasks = await tasks_db.find_tasks_by_ids(self._db, ids=unassigned, session=session)
+            events = [
+                outbox.project_event(self._deps, project_id, "MEMBER_REMOVED", user_id=user_id),
+                *(outbox.task_event(self._deps, "TASK_UPDATED", task, ["assignee"]) for task in tasks),
+            ]
+            return updated, unassigned, await outbox.stage(self._db, session, events)
 
-        updated, unassigned = await self._db.in_transaction(write)
+        updated, unassigned, events = await self._db.in_transaction(write)
         if updated is None:
             raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
-        await publish(self._deps, project_id, "MEMBER_REMOVED", user_id=user_id)
-        for task in await self._deps.loaders.tasks.refresh(unassigned):
-            await publish_task_event(self._deps, "TASK_UPDATED", task, ["assignee"])
+        await self._deps.loaders.tasks.refresh(unassigned)
+        await outbox.publish(self._db, self._deps.runtime.events, events)
         return await self._deps.loaders.projects.store(updated)

@@ -12,13 +12,14 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from taskql.auth.permissions import TASK_NOT_FOUND, require_readable, require_task_writer
 from taskql.db import tasks as tasks_db
 from taskql.db.activity import append_event
+from taskql.db.outbox import OutboxEvent
 from taskql.db.pagination import Page, PageRequest
 from taskql.db.projects import ProjectRecord, project_ids_of_member
 from taskql.db.search_terms import MAX_QUERY_TERMS, terms_of
 from taskql.db.tasks import TaskFilterSpec, TaskOrderSpec, TaskRecord, TaskScope
 from taskql.errors import BadUserInput, NotFound, VersionConflict
+from taskql.services import outbox
 from taskql.services.common import Deps, utcnow
-from taskql.services.events import publish_task_event
 from taskql.services.validation import Checker
 
 TITLE_MAX_LENGTH = 200
@@ -147,7 +148,8 @@ class TaskService:
 
     async def _record(
         self, session: AsyncClientSession | None, task: TaskRecord, kind: str, changed: list[str], now: datetime
-    ) -> None:
+    ) -> list[OutboxEvent]:
+        """The write's activity entry and its live event, in its transaction; publish the event after it."""
         await append_event(
             self._db,
             project_id=task.project_id,
@@ -158,6 +160,10 @@ class TaskService:
             at=now,
             session=session,
         )
+        return await outbox.stage(self._db, session, [outbox.task_event(self._deps, kind, task, changed)])
+
+    async def _publish(self, events: list[OutboxEvent]) -> None:
+        await outbox.publish(self._db, self._deps.runtime.events, events)
 
     async def create(self, project_id: ObjectId, values: Mapping[str, Any]) -> TaskRecord:
         """`values`: title (required), description, status, priority, due_at, tags, assignee_id."""
@@ -182,13 +188,13 @@ class TaskService:
         }
         document.update(_completion(document["status"], None, now))
 
-        async def write(session: AsyncClientSession | None) -> TaskRecord:
+        async def write(session: AsyncClientSession | None) -> tuple[TaskRecord, list[OutboxEvent]]:
             task = await tasks_db.insert_task(self._db, values=document, session=session)
-            await self._record(session, task, "TASK_CREATED", [PUBLIC_NAMES[key] for key in clean], now)
-            return task
+            return task, await self._record(session, task, "TASK_CREATED", [PUBLIC_NAMES[key] for key in clean], now)
 
-        task = await self._deps.loaders.tasks.store(await self._db.in_transaction(write))
-        await publish_task_event(self._deps, "TASK_CREATED", task, [PUBLIC_NAMES[key] for key in clean])
+        task, events = await self._db.in_transaction(write)
+        await self._deps.loaders.tasks.store(task)
+        await self._publish(events)
         return task
 
     async def update(
@@ -203,10 +209,10 @@ class TaskService:
             changed = {key: value for key, value in clean.items() if getattr(current, key) != _as_stored(value)}
             if not changed:
                 return current
-            updated = await self._write_update(current, changed)
+            updated, events = await self._write_update(current, changed)
             if updated is not None:
                 await self._deps.loaders.tasks.store(updated)
-                await publish_task_event(self._deps, "TASK_UPDATED", updated, [PUBLIC_NAMES[key] for key in changed])
+                await self._publish(events)
                 return updated
             # Someone else wrote first: compare against the latest version.
             fresh = await tasks_db.find_tasks_by_ids(self._db, ids=[task_id])
@@ -215,16 +221,20 @@ class TaskService:
             current = fresh[0]
         raise VersionConflict(STALE_VERSION)
 
-    async def _write_update(self, current: TaskRecord, changed: dict[str, Any]) -> TaskRecord | None:
-        """Compare-and-set on current.version, with its activity event; None if the version moved on."""
+    async def _write_update(
+        self, current: TaskRecord, changed: dict[str, Any]
+    ) -> tuple[TaskRecord | None, list[OutboxEvent]]:
+        """Compare-and-set on current.version, with its activity and event; None if the version moved on."""
         now = utcnow()
         update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
 
-        async def write(session: AsyncClientSession | None) -> TaskRecord | None:
+        async def write(session: AsyncClientSession | None) -> tuple[TaskRecord | None, list[OutboxEvent]]:
             updated = await tasks_db.update_task_if_version(self._db, current=current, changes=update, session=session)
-            if updated is not None:
-                await self._record(session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now)
-            return updated
+            if updated is None:
+                return None, []
+            return updated, await self._record(
+                session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now
+            )
 
         return await self._db.in_transaction(write)
 
@@ -233,18 +243,17 @@ class TaskService:
         if expected_version is not None and current.version != expected_version:
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
 
-        async def write(session: AsyncClientSession | None) -> bool:
+        async def write(session: AsyncClientSession | None) -> list[OutboxEvent] | None:
             deleted = await tasks_db.delete_task(self._db, task_id=task_id, version=expected_version, session=session)
-            if deleted:
-                await self._record(session, current, "TASK_DELETED", [], utcnow())
-            return deleted
+            return await self._record(session, current, "TASK_DELETED", [], utcnow()) if deleted else None
 
-        if not await self._db.in_transaction(write):
+        events = await self._db.in_transaction(write)
+        if events is None:
             if expected_version is None:
                 raise NotFound(TASK_NOT_FOUND)
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
         await self._deps.loaders.tasks.evict(task_id)
-        await publish_task_event(self._deps, "TASK_DELETED", current, [], deleted=True)
+        await self._publish(events)
 
 
 def _as_stored(value: Any) -> Any:

@@ -1,0 +1,106 @@
+"""Announcing committed writes to subscribers, losing none and repeating none.
+
+A write stages its events in the outbox collection inside its own transaction, so an event is
+stored exactly when its change is committed. After the commit, the writer publishes them to the
+project's event log and deletes them from the outbox. When that cannot happen (Redis away, the
+process stopped, or the commit's outcome unknown to the writer), an OutboxRelay, which every
+instance runs, publishes whatever has waited longer than RELAY_GRACE, oldest first. The log
+refuses an event ID it already holds, so a writer and a relay, or two relays, never publish an
+event twice. An event the relay recovers arrives after the events published meanwhile; its
+`task.version` shows which state is newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from taskql.db.client import Database
+from taskql.db.outbox import OutboxEvent, delete_event, find_events_created_before, insert_events
+from taskql.db.tasks import TaskRecord
+from taskql.events.broker import EventBroker
+from taskql.services.common import Deps, utcnow
+
+logger = logging.getLogger("taskql.events")
+RELAY_GRACE = timedelta(seconds=5)  # how long a writer has to publish its own events
+RELAY_INTERVAL_SECONDS = 1.0
+RELAY_BATCH = 100
+
+
+def project_event(deps: Deps, project_id: ObjectId, kind: str, **fields: Any) -> OutboxEvent:
+    payload = {"kind": kind, "project_id": project_id, "actor_id": deps.require_viewer().id, "at": utcnow(), **fields}
+    return OutboxEvent(id=ObjectId(), channel=str(project_id), payload=payload)
+
+
+def task_event(deps: Deps, kind: str, task: TaskRecord, changed_fields: list[str]) -> OutboxEvent:
+    return project_event(
+        deps,
+        task.project_id,
+        kind,
+        task_id=task.id,
+        changed_fields=changed_fields,
+        task=None if kind == "TASK_DELETED" else task.to_doc(),
+    )
+
+
+async def stage(db: Database, session: AsyncClientSession | None, events: list[OutboxEvent]) -> list[OutboxEvent]:
+    """Stores events with the write they announce (call inside its transaction); publish them after it."""
+    await insert_events(db, events, now=utcnow(), session=session)
+    return events
+
+
+async def publish(db: Database, broker: EventBroker, events: list[OutboxEvent]) -> int:
+    """Publishes committed events in order; returns how many. A failure is logged, not raised: the
+    event and the ones after it (to keep their order) stay in the outbox for the relays."""
+    for published, event in enumerate(events):
+        try:
+            await broker.publish(event.channel, event.payload, event_id=str(event.id))
+            await delete_event(db, event.id)
+        except (RedisError, PyMongoError) as exc:
+            logger.warning("event %s of %s left for the relay: %s", event.id, event.channel, exc)
+            return published
+    return len(events)
+
+
+class OutboxRelay:
+    """Publishes the events their writers could not, from every instance (publishing is idempotent)."""
+
+    def __init__(self, db: Database, broker: EventBroker, *, grace: timedelta = RELAY_GRACE) -> None:
+        self._db = db
+        self._broker = broker
+        self._grace = grace
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def relay_once(self) -> int:
+        """Publishes up to RELAY_BATCH events older than the grace period; returns how many it published."""
+        events = await find_events_created_before(self._db, utcnow() - self._grace, limit=RELAY_BATCH)
+        if not events:
+            return 0
+        logger.warning("relaying %d event(s) their writers did not publish", len(events))
+        return await publish(self._db, self._broker, events)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(RELAY_INTERVAL_SECONDS)
+            try:
+                while await self.relay_once() == RELAY_BATCH:
+                    pass
+            except PyMongoError as exc:
+                logger.warning("outbox relay cannot read the outbox: %s; retrying", exc)

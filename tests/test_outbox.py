@@ -1,0 +1,60 @@
+"""Events are stored with the write they announce, so one Redis could not take is published later, once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from taskql.db.outbox import OutboxEvent, find_events_created_before, insert_events
+from taskql.events.broker import EventBroker
+from taskql.schema.relay import decode_id
+from taskql.services.common import Runtime, utcnow
+from taskql.services.outbox import OutboxRelay
+from taskql.settings import Settings
+from tests.conftest import GraphQLClient, RedisServer, create_task
+
+
+@pytest.fixture
+def settings(settings: Settings, private_redis: RedisServer) -> Settings:
+    return settings.model_copy(update={"redis_url": private_redis.url})
+
+
+async def outbox(runtime: Runtime) -> list[OutboxEvent]:
+    return await find_events_created_before(runtime.db, utcnow() + timedelta(days=1), limit=100)
+
+
+async def logged_events(broker: EventBroker, project_id: str) -> list[dict[str, Any]]:
+    async with broker.subscribe(str(decode_id(project_id, "Project"))) as subscription:
+        await subscription.replay_after("0-0")
+        payloads = []
+        while (entry := await subscription.next(timeout=0.2)) is not None:
+            payloads.append(entry.payload)
+    return payloads
+
+
+async def test_an_event_redis_could_not_take_is_relayed_once_it_is_back(
+    app: Any, owner_client: GraphQLClient, project_id: str, private_redis: RedisServer
+) -> None:
+    runtime: Runtime = app.state.runtime
+    await create_task(owner_client, project_id, title="published at once")
+    assert await outbox(runtime) == []  # the writer published it and cleared it
+
+    private_redis.stop()  # a restart: what the log held is gone too
+    task = await create_task(owner_client, project_id, title="written while Redis is down")
+    [waiting] = await outbox(runtime)
+    private_redis.start()
+    relay = OutboxRelay(runtime.db, runtime.events, grace=timedelta(0))
+
+    assert await relay.relay_once() == 1
+    assert await outbox(runtime) == []
+    [event] = await logged_events(runtime.events, project_id)
+    assert (event["kind"], event["task"]["title"]) == ("TASK_CREATED", "written while Redis is down")
+    assert event["task_id"] == decode_id(task["id"], "Task")
+
+    # Published, but not cleared (the writer stopped in between): relaying it again adds nothing.
+    await insert_events(runtime.db, [waiting], now=utcnow(), session=None)
+    assert await relay.relay_once() == 1
+    assert await outbox(runtime) == []
+    assert len(await logged_events(runtime.events, project_id)) == 1
