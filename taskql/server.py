@@ -33,7 +33,7 @@ from taskql.loaders.cache import create_cache, create_redis
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
 from taskql.services.common import Runtime
-from taskql.services.outbox import OutboxRelay
+from taskql.services.outbox import Outbox
 from taskql.settings import Settings
 
 logger = logging.getLogger("taskql.server")
@@ -113,9 +113,9 @@ def build_app(settings: Settings | None = None) -> Starlette:
         client = create_client(settings, uri)
         redis = create_redis(settings)
         events = EventBroker(create_event_store(settings), buffer_size=settings.subscription_buffer_size)
-        relay = None
+        db = Database(client, settings)
+        outbox = Outbox(db, events)
         try:
-            db = Database(client, settings)
             await db.detect_capabilities()
             await ensure_indexes(db)
             app.state.runtime = Runtime(
@@ -130,13 +130,12 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 ),
                 cache=create_cache(settings, redis),
                 events=events,
+                outbox=outbox,
             )
-            relay = OutboxRelay(db, events)
-            relay.start()
+            outbox.start()
             yield
         finally:
-            if relay is not None:
-                await relay.stop()
+            await outbox.stop()
             await events.close()
             await client.close()
             if redis is not None:

@@ -28,8 +28,9 @@ async def insert_events(
         await db.outbox.insert_many(documents, ordered=True, session=session)
 
 
-async def delete_event(db: Database, event_id: ObjectId) -> None:
-    await db.outbox.delete_one({"_id": event_id})
+async def delete_events(db: Database, event_ids: Sequence[ObjectId]) -> None:
+    if event_ids:
+        await db.outbox.delete_many({"_id": {"$in": list(event_ids)}})
 
 
 async def find_events_created_before(db: Database, before: datetime, *, limit: int) -> list[OutboxEvent]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from taskql.auth.passwords import Passwords
 from taskql.auth.permissions import Viewer
@@ -14,6 +15,9 @@ from taskql.events.broker import EventBroker
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
 from taskql.settings import Settings
+
+if TYPE_CHECKING:  # outbox.py builds on this module
+    from taskql.services.outbox import Outbox
 
 SIGN_IN = "Sign in to do this: send `Authorization: Bearer <access token>`."
 
@@ -34,6 +38,7 @@ class Runtime:
     tokens: TokenIssuer
     cache: EntityCache
     events: EventBroker
+    outbox: Outbox
 
 
 @dataclass(frozen=True)

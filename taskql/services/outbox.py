@@ -2,11 +2,11 @@
 
 A write stages its events in the outbox collection inside its own transaction, so an event is
 stored exactly when its change is committed. After the commit, the writer publishes them to the
-project's event log and deletes them from the outbox. When that cannot happen (Redis away, the
-process stopped, or the commit's outcome unknown to the writer), an OutboxRelay, which every
-instance runs, publishes whatever has waited longer than RELAY_GRACE, oldest first. The log
-refuses an event ID it already holds, so a writer and a relay, or two relays, never publish an
-event twice. An event the relay recovers arrives after the events published meanwhile; its
+project's event log; they are deleted from the outbox soon after, in batches. When publishing
+cannot happen (Redis away, the process stopped, or the commit's outcome unknown to the writer),
+the Outbox that every instance runs publishes whatever has waited longer than RELAY_GRACE, oldest
+first. The log refuses an event ID it already holds, so a writer and a relay, or two relays, never
+publish an event twice. An event the relay recovers arrives after the events published meanwhile; its
 `task.version` shows which state is newer.
 """
 
@@ -24,7 +24,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from taskql.db.client import Database
-from taskql.db.outbox import OutboxEvent, delete_event, find_events_created_before, insert_events
+from taskql.db.outbox import OutboxEvent, delete_events, find_events_created_before, insert_events
 from taskql.db.tasks import TaskRecord
 from taskql.events.broker import EventBroker
 from taskql.services.common import Deps, utcnow
@@ -57,44 +57,58 @@ async def stage(db: Database, session: AsyncClientSession | None, events: list[O
     return events
 
 
-async def publish(db: Database, broker: EventBroker, events: list[OutboxEvent]) -> int:
-    """Publishes committed events in order; returns how many. A failure is logged, not raised: the
-    event and the ones after it (to keep their order) stay in the outbox for the relays."""
-    for published, event in enumerate(events):
-        try:
-            await broker.publish(event.channel, event.payload, event_id=str(event.id))
-            await delete_event(db, event.id)
-        except (RedisError, PyMongoError) as exc:
-            logger.warning("event %s of %s left for the relay: %s", event.id, event.channel, exc)
-            return published
-    return len(events)
-
-
-class OutboxRelay:
-    """Publishes the events their writers could not, from every instance (publishing is idempotent)."""
+class Outbox:
+    """Publishes events after their commit. In the background it deletes what was published from the
+    outbox (in batches, after the writer has answered) and relays what was not."""
 
     def __init__(self, db: Database, broker: EventBroker, *, grace: timedelta = RELAY_GRACE) -> None:
         self._db = db
         self._broker = broker
         self._grace = grace
+        self._published: list[ObjectId] = []
         self._task: asyncio.Task[None] | None = None
 
+    async def publish(self, events: list[OutboxEvent]) -> int:
+        """Publishes committed events in order; returns how many. A failure is logged, not raised: the
+        event and the ones after it (to keep their order) stay in the outbox for the relay."""
+        for published, event in enumerate(events):
+            try:
+                await self._broker.publish(event.channel, event.payload, event_id=str(event.id))
+            except RedisError as exc:
+                logger.warning("event %s of %s left for the relay: %s", event.id, event.channel, exc)
+                return published
+            self._published.append(event.id)
+        return len(events)
+
+    async def clear_published(self) -> None:
+        published, self._published = self._published, []
+        try:
+            await delete_events(self._db, published)
+        except PyMongoError:
+            self._published += published  # next time; meanwhile a relay may publish them again: ignored
+            raise
+
+    async def relay_once(self) -> int:
+        """Publishes up to RELAY_BATCH events older than the grace period; returns how many it published."""
+        await self.clear_published()
+        events = await find_events_created_before(self._db, utcnow() - self._grace, limit=RELAY_BATCH)
+        if not events:
+            return 0
+        logger.warning("relaying %d event(s) their writers did not publish", len(events))
+        published = await self.publish(events)
+        await self.clear_published()
+        return published
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._task = asyncio.create_task(self._run(), name="outbox")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-    async def relay_once(self) -> int:
-        """Publishes up to RELAY_BATCH events older than the grace period; returns how many it published."""
-        events = await find_events_created_before(self._db, utcnow() - self._grace, limit=RELAY_BATCH)
-        if not events:
-            return 0
-        logger.warning("relaying %d event(s) their writers did not publish", len(events))
-        return await publish(self._db, self._broker, events)
+        with contextlib.suppress(PyMongoError):  # what stays is relayed (and ignored) by another instance
+            await self.clear_published()
 
     async def _run(self) -> None:
         while True:
@@ -103,4 +117,4 @@ class OutboxRelay:
                 while await self.relay_once() == RELAY_BATCH:
                     pass
             except PyMongoError as exc:
-                logger.warning("outbox relay cannot read the outbox: %s; retrying", exc)
+                logger.warning("outbox unreachable: %s; retrying", exc)

@@ -143,7 +143,7 @@ class ProjectService:
         await self._deps.loaders.projects.evict(project_id)
         for task_id in task_ids:
             await self._deps.loaders.tasks.evict(task_id)
-        await outbox.publish(self._db, self._deps.runtime.events, events)
+        await self._deps.runtime.outbox.publish(events)
 
     async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
         project = await self._get_managed(project_id)
@@ -228,5 +228,5 @@ class ProjectService:
         if updated is None:
             raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
         await self._deps.loaders.tasks.refresh(unassigned)
-        await outbox.publish(self._db, self._deps.runtime.events, events)
+        await self._deps.runtime.outbox.publish(events)
         return await self._deps.loaders.projects.store(updated)

@@ -163,7 +163,7 @@ class TaskService:
         return await outbox.stage(self._db, session, [outbox.task_event(self._deps, kind, task, changed)])
 
     async def _publish(self, events: list[OutboxEvent]) -> None:
-        await outbox.publish(self._db, self._deps.runtime.events, events)
+        await self._deps.runtime.outbox.publish(events)
 
     async def create(self, project_id: ObjectId, values: Mapping[str, Any]) -> TaskRecord:
         """`values`: title (required), description, status, priority, due_at, tags, assignee_id."""
@@ -194,7 +194,7 @@ class TaskService:
 
         task, events = await self._db.in_transaction(write)
         await self._deps.loaders.tasks.store(task)
-        await self._publish(events)
+        await self._deps.runtime.outbox.publish(events)
         return task
 
     async def update(
@@ -212,7 +212,7 @@ class TaskService:
             updated, events = await self._write_update(current, changed)
             if updated is not None:
                 await self._deps.loaders.tasks.store(updated)
-                await self._publish(events)
+                await self._deps.runtime.outbox.publish(events)
                 return updated
             # Someone else wrote first: compare against the latest version.
             fresh = await tasks_db.find_tasks_by_ids(self._db, ids=[task_id])
@@ -253,7 +253,7 @@ class TaskService:
                 raise NotFound(TASK_NOT_FOUND)
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
         await self._deps.loaders.tasks.evict(task_id)
-        await self._publish(events)
+        await self._deps.runtime.outbox.publish(events)
 
 
 def _as_stored(value: Any) -> Any:
