@@ -23,6 +23,7 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from taskql.auth.passwords import Passwords
 from taskql.auth.tokens import TokenIssuer
+from taskql.body_limit import BodyLimitMiddleware
 from taskql.context import Context, authenticated_deps, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
@@ -47,7 +48,7 @@ class TaskQLGraphQL(GraphQL):
 
     def __init__(self, app: Starlette, settings: Settings) -> None:
         super().__init__(
-            build_schema(),
+            build_schema(settings),
             graphql_ide=None if settings.is_production else "graphiql",
             keep_alive=True,
             keep_alive_interval=settings.ws_keep_alive_seconds,
@@ -157,7 +158,10 @@ def build_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
     graphql = TaskQLGraphQL(app, settings)

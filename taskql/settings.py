@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     ws_max_connections_per_user: int = Field(20, ge=1, description="open WebSocket connections, per instance")
     ws_keep_alive_seconds: float = Field(15, gt=0)
 
+    # What one request may ask for (GraphQL documents over HTTP and WebSocket).
+    max_query_depth: int = Field(10, ge=1)
+    max_query_aliases: int = Field(15, ge=0, description="including aliases of __typename")
+    max_query_tokens: int = Field(2_000, ge=10)
+    max_query_directives: int = Field(20, ge=0)
+    max_query_cost: int = Field(50_000, ge=1, description="nodes the connections of one operation may return")
+    max_body_bytes: int = Field(100_000, ge=1_000, description="an HTTP request body")
+
     # Tokens. An empty secret outside production is generated once and kept under data_dir.
     jwt_secret: str = ""
     jwt_issuer: str = "taskql"

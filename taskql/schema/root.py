@@ -8,8 +8,9 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import DisableIntrospection, ParserCache, ValidationCache
 from strawberry.permission import BasePermission
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from taskql.resolvers import nodes as node_fields
@@ -19,11 +20,13 @@ from taskql.resolvers import tasks as task_fields
 from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
+from taskql.schema.limits import limit_extensions
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
 from taskql.schema.shared_events import SharedEventExecutor
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
 from taskql.schema.users import AuthPayload, LogoutPayload, User, UserPayload
+from taskql.settings import Settings
 
 
 def _query(resolver: Callable[..., Any], *, signed_in: bool = True) -> Any:
@@ -92,13 +95,17 @@ class TaskQLSchema(strawberry.Schema):
         format_errors(errors, getattr(context, "request_id", None))
 
 
-def build_schema(**options: Any) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema with the request limits of `settings` (defaults when None); in production, without
+    introspection or "Did you mean …" suggestions, which would map the API for an attacker."""
+    settings = settings or Settings(_env_file=None)
+    production_only = [DisableIntrospection] if settings.is_production else []
     return TaskQLSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Project, Task],
-        extensions=[ParserCache, ValidationCache],
+        extensions=[*limit_extensions(settings), *production_only, ParserCache, ValidationCache],
         execution_context_class=SharedEventExecutor,
-        **options,
+        config=StrawberryConfig(disable_field_suggestions=settings.is_production),
     )

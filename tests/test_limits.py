@@ -1,0 +1,146 @@
+"""What one request may ask for: each limit refuses just over it and lets just under it through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from graphql import parse
+
+from taskql.schema.limits import query_cost
+from taskql.schema.root import build_schema
+from taskql.server import build_app
+from taskql.settings import Settings
+from tests.conftest import GraphQLClient
+
+SCHEMA = build_schema()._schema
+
+NESTED = """
+query($projects: Int!, $tasks: Int) {
+  projects(first: $projects) { edges { node {
+    tasks(first: $tasks) { edges { node { activity(last: 5) { totalCount } } } }
+  } } }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("document", "variables", "cost"),
+    [
+        # 10 projects; 50 tasks for each; 5 activity events for each task.
+        (NESTED, {"projects": 10, "tasks": 50}, 10 + 10 * 50 + 10 * 50 * 5),
+        # No `first`: a connection returns the default page (20).
+        (NESTED, {"projects": 2}, 2 + 2 * 20 + 2 * 20 * 5),
+        # Through fragments, with `first` written in the document.
+        (
+            """
+            query { ...P }
+            fragment P on Query { projects(first: 3) { edges { node { ...T } } } }
+            fragment T on Project { tasks(first: 4) { totalCount } }
+            """,
+            {},
+            3 + 3 * 4,
+        ),
+        # Sibling connections add up; a connection inside a plain list counts per parent page only.
+        ("{ myTasks(first: 7) { totalCount } projects(first: 2) { totalCount } }", {}, 7 + 2),
+        ("{ viewer { name } }", {}, 0),
+    ],
+)
+def test_query_cost_multiplies_nested_connections(document: str, variables: dict[str, Any], cost: int) -> None:
+    assert query_cost(SCHEMA, parse(document), None, variables) == cost
+
+
+def test_query_cost_counts_the_named_operation_only() -> None:
+    document = parse("query A { projects(first: 5) { totalCount } } query B { myTasks(first: 9) { totalCount } }")
+    assert query_cost(SCHEMA, document, "B", {}) == 9
+
+
+async def _errors(client: GraphQLClient, query: str, variables: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return (await client.post(query, variables)).get("errors", [])
+
+
+async def test_depth_over_the_limit_is_refused(owner_client: GraphQLClient) -> None:
+    # `id` below 10 fields, then below 11.
+    ten = "{ projects { edges { node { tasks { edges { node { project { tasks { edges { node { id } } } } } } } } } } }"
+    eleven = ten.replace("node { id }", "node { project { id } }")
+    assert not await _errors(owner_client, ten)
+    [error] = await _errors(owner_client, eleven)
+    assert "exceeds maximum operation depth of 10" in error["message"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+async def test_aliases_over_the_limit_are_refused(owner_client: GraphQLClient) -> None:
+    def aliases(count: int) -> str:
+        return "{ " + " ".join(f"a{n}: __typename" for n in range(count)) + " }"
+
+    assert not await _errors(owner_client, aliases(15))
+    [error] = await _errors(owner_client, aliases(16))
+    assert "aliases" in error["message"]
+
+
+async def test_tokens_over_the_limit_are_refused(owner_client: GraphQLClient) -> None:
+    def tokens(count: int) -> str:  # `{ nodes ( ids : [ ] ) { id } }` is 12 tokens, then one per ID
+        return "{ nodes(ids: [" + " ".join('"x"' for _ in range(count - 12)) + "]) { id } }"
+
+    under = await _errors(owner_client, tokens(2_000))
+    [error] = await _errors(owner_client, tokens(2_001))
+    assert "more than 2000 tokens" in error["message"]
+    assert not any("tokens" in e["message"] for e in under)  # parsed; refused later for too many IDs
+
+
+async def test_directives_over_the_limit_are_refused(owner_client: GraphQLClient) -> None:
+    def directives(count: int) -> str:
+        return "{ " + " ".join("... @include(if: true) { __typename }" for _ in range(count)) + " }"
+
+    assert not await _errors(owner_client, directives(20))
+    [error] = await _errors(owner_client, directives(21))
+    assert error["message"] == "At most 20 directives are allowed in a document."
+
+
+async def test_a_query_that_could_return_too_many_nodes_is_refused_before_it_runs(
+    owner_client: GraphQLClient,
+) -> None:
+    # 100 + 100 × 100 + 100 × 100 × 4 = 50,100 nodes, just over 50,000; with `last: 3`, 40,100.
+    query = """
+    query($n: Int!) { projects(first: 100) { edges { node {
+      tasks(first: 100) { edges { node { activity(last: $n) { totalCount } } } }
+    } } } }
+    """
+    assert not await _errors(owner_client, query, {"n": 3})
+    [error] = await _errors(owner_client, query, {"n": 5})
+    assert error["extensions"] == {"code": "QUERY_TOO_COMPLEX", "cost": 60_100, "maxCost": 50_000}
+
+
+async def test_a_body_over_the_limit_is_refused_with_413(anonymous: GraphQLClient) -> None:
+    padding = " " * 100_000
+    response = await anonymous.http.post("/graphql", json={"query": "{ __typename }" + padding})
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+    under = await anonymous.http.post("/graphql", json={"query": "{ __typename }" + " " * 90_000})
+    assert under.status_code == 200
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_with_413(anonymous: GraphQLClient) -> None:
+    async def chunks() -> Any:  # no Content-Length: the server must count
+        yield b'{"query": "{ __typename }'
+        for _ in range(11):
+            yield b" " * 10_000
+        yield b'"}'
+
+    response = await anonymous.http.post("/graphql", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+async def test_production_hides_the_schema(settings: Settings) -> None:
+    app = build_app(settings.model_copy(update={"taskql_env": "production"}))
+    transport = httpx.ASGITransport(app=app)
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        introspection = (await http.post("/graphql", json={"query": "{ __schema { types { name } } }"})).json()
+        typo = (await http.post("/graphql", json={"query": "{ viewr { id } }"})).json()
+        ide = await http.get("/graphql", headers={"accept": "text/html"})
+
+    assert "introspection has been disabled" in introspection["errors"][0]["message"]
+    assert "Did you mean" not in typo["errors"][0]["message"]
+    assert "graphiql" not in ide.text.lower()
