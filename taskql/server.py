@@ -20,7 +20,10 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
+from taskql import http_protocol
 from taskql.auth.passwords import Passwords
 from taskql.auth.tokens import TokenIssuer
 from taskql.body_limit import BodyLimitMiddleware
@@ -58,6 +61,11 @@ class TaskQLGraphQL(GraphQL):
         self._open_connections: Counter[ObjectId] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = http_protocol.refusal(Request(scope, receive))
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -66,6 +74,28 @@ class TaskQLGraphQL(GraphQL):
                 self._open_connections[counted_user] -= 1
                 if not self._open_connections[counted_user]:
                     del self._open_connections[counted_user]
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = http_protocol.negotiate(request.headers.get("accept"))
+        return sub_response
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response_data = await super().process_result(request, result)
+        if http_protocol.negotiate(request.headers.get("accept")) == http_protocol.GRAPHQL_RESPONSE_JSON:
+            if http_protocol.is_request_error(dict(response_data)):
+                del response_data["data"]  # the spec: a request that was not executed has no `data`
+        return response_data
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if sub_response.media_type == http_protocol.GRAPHQL_RESPONSE_JSON:
+            response.headers["content-type"] = http_protocol.GRAPHQL_RESPONSE_JSON
+            if isinstance(response_data, dict) and "data" not in response_data:
+                response.status_code = 400
+        return response
 
     def encode_json(self, data: object) -> str:
         # orjson: several times faster than the standard library, and every event is encoded once per subscriber.
@@ -165,5 +195,6 @@ def build_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     graphql = TaskQLGraphQL(app, settings)
-    app.router.routes += [Route("/graphql", graphql, methods=["GET", "POST"]), WebSocketRoute("/graphql", graphql)]
+    # Every method reaches the view: http_protocol answers the ones GraphQL over HTTP does not allow.
+    app.router.routes += [Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)]
     return app

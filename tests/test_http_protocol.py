@@ -1,0 +1,137 @@
+"""GraphQL over HTTP: one test per MUST/SHOULD rule TaskQL follows, and the CSRF rules."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from taskql.http_protocol import GRAPHQL_RESPONSE_JSON, JSON, negotiate
+from tests.conftest import GraphQLClient
+
+CSRF = {"x-taskql-csrf": "1"}
+GRAPHQL_RESPONSE = {"accept": GRAPHQL_RESPONSE_JSON}
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [
+        (None, JSON),  # no Accept: as if application/json
+        ("*/*", JSON),
+        ("application/*", JSON),
+        (GRAPHQL_RESPONSE_JSON, GRAPHQL_RESPONSE_JSON),
+        (f"{JSON}, {GRAPHQL_RESPONSE_JSON}", JSON),  # equal quality: the first listed
+        (f"{JSON};q=0.5, {GRAPHQL_RESPONSE_JSON}", GRAPHQL_RESPONSE_JSON),
+        (f"{GRAPHQL_RESPONSE_JSON};q=0, {JSON}", JSON),
+        (f"*/*;q=0.1, {GRAPHQL_RESPONSE_JSON}", GRAPHQL_RESPONSE_JSON),
+        ("text/html", None),
+        (f"{JSON};q=0", None),
+    ],
+)
+def test_the_response_media_type_follows_the_accept_header(accept: str | None, chosen: str | None) -> None:
+    assert negotiate(accept) == chosen
+
+
+async def post(http: httpx.AsyncClient, body: dict, **headers: str) -> httpx.Response:
+    return await http.post("/graphql", json=body, headers=headers)
+
+
+async def test_a_get_query_runs_with_the_csrf_header(anonymous: GraphQLClient) -> None:
+    response = await anonymous.http.get("/graphql", params={"query": "{ __typename }"}, headers=CSRF)
+    assert response.status_code == 200
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize("header", ["x-taskql-csrf", "apollo-require-preflight"])
+async def test_a_get_query_without_a_preflight_forcing_header_is_refused(anonymous: GraphQLClient, header: str) -> None:
+    refused = await anonymous.http.get("/graphql", params={"query": "{ __typename }"})
+    allowed = await anonymous.http.get("/graphql", params={"query": "{ __typename }"}, headers={header: "yes"})
+    assert refused.status_code == 400
+    assert "X-TaskQL-CSRF" in refused.json()["errors"][0]["message"]
+    assert allowed.status_code == 200
+
+
+async def test_a_mutation_over_get_is_405_with_allow_post(anonymous: GraphQLClient) -> None:
+    query = 'mutation { login(input: {email: "a@b.c", password: "x"}) { accessToken } }'
+    response = await anonymous.http.get("/graphql", params={"query": query}, headers=CSRF)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+async def test_other_methods_are_405_with_allow(anonymous: GraphQLClient, method: str) -> None:
+    response = await anonymous.http.request(method, "/graphql", json={"query": "{ __typename }"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"data": {"query": "{ __typename }"}},  # application/x-www-form-urlencoded
+        {"files": {"query": (None, "{ __typename }")}},  # multipart/form-data
+        {"content": '{"query": "{ __typename }"}', "headers": {"content-type": "text/plain"}},
+        {"content": "{ __typename }", "headers": {"content-type": "application/graphql"}},
+    ],
+)
+async def test_a_post_that_is_not_json_is_415(anonymous: GraphQLClient, content: dict) -> None:
+    response = await anonymous.http.post("/graphql", **content)
+    assert response.status_code == 415
+
+
+async def test_a_post_with_a_charset_runs(anonymous: GraphQLClient) -> None:
+    response = await anonymous.http.post(
+        "/graphql", content='{"query": "{ __typename }"}', headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_a_client_accepting_neither_json_type_gets_406(anonymous: GraphQLClient) -> None:
+    response = await post(anonymous.http, {"query": "{ __typename }"}, accept="text/xml")
+    assert response.status_code == 406
+
+
+async def test_graphql_response_json_is_used_when_asked_for(anonymous: GraphQLClient) -> None:
+    response = await post(anonymous.http, {"query": "{ __typename }"}, **GRAPHQL_RESPONSE)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == GRAPHQL_RESPONSE_JSON
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "{ viewer { "},  # parse error
+        {"query": "{ nonexistent }"},  # validation error
+        {"query": "query($n: Int!) { projects(first: $n) { totalCount } }", "variables": {"n": "ten"}},  # coercion
+        {"query": "query($n: Int!) { projects(first: $n) { totalCount } }"},  # missing variable
+    ],
+)
+async def test_a_request_that_cannot_run_is_400_without_data_for_graphql_response_json(
+    anonymous: GraphQLClient, body: dict
+) -> None:
+    response = await post(anonymous.http, body, **GRAPHQL_RESPONSE)
+    legacy = await post(anonymous.http, body, accept=JSON)
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == GRAPHQL_RESPONSE_JSON
+    assert "data" not in response.json()
+    assert response.json()["errors"]
+    # application/json keeps the legacy answer: 200, with the errors.
+    assert legacy.status_code == 200
+    assert legacy.headers["content-type"] == JSON
+    assert legacy.json()["errors"]
+
+
+async def test_a_field_error_is_200_with_data_for_graphql_response_json(owner_client: GraphQLClient) -> None:
+    # The request ran: a field failed (not signed in for `myTasks`), its sibling still answered.
+    response = await post(owner_client.http, {"query": "{ __typename myTasks { totalCount } }"}, **GRAPHQL_RESPONSE)
+    body = response.json()
+    assert response.status_code == 200
+    assert body["data"] is None or body["data"]["__typename"] == "Query"
+    assert "data" in body
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_a_body_that_is_not_json_is_400(anonymous: GraphQLClient) -> None:
+    response = await anonymous.http.post("/graphql", content="{not json", headers={"content-type": JSON})
+    assert response.status_code == 400
