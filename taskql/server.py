@@ -13,6 +13,7 @@ from cross_web import HTTPException
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -36,6 +37,7 @@ from taskql.events.store import create_event_store
 from taskql.loaders.cache import create_cache, create_redis
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
+from taskql.security_headers import SecurityHeadersMiddleware
 from taskql.services.common import Runtime
 from taskql.services.outbox import Outbox
 from taskql.settings import Settings
@@ -190,6 +192,16 @@ def build_app(settings: Settings | None = None) -> Starlette:
         routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(SecurityHeadersMiddleware, production=settings.is_production),
+            # No credentials: the API authenticates with the Authorization header, never cookies.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_allow_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-request-id", *http_protocol.CSRF_HEADERS],
+                expose_headers=["x-request-id"],
+                max_age=600,
+            ),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
         lifespan=lifespan,

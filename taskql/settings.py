@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_query_cost: int = Field(50_000, ge=1, description="nodes the connections of one operation may return")
     max_body_bytes: int = Field(100_000, ge=1_000, description="an HTTP request body")
 
+    # Browsers: the origins (scheme://host[:port]) whose pages may call the API. Empty: same origin only.
+    cors_allow_origins: list[str] = Field(default_factory=list)
+
     # Tokens. An empty secret outside production is generated once and kept under data_dir.
     jwt_secret: str = ""
     jwt_issuer: str = "taskql"
@@ -90,6 +93,12 @@ class Settings(BaseSettings):
                 f"TASKQL_ENV=production needs JWT_SECRET: a random string of at least "
                 f"{MIN_SECRET_LENGTH} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _list_origins_in_production(self) -> Settings:
+        if self.is_production and "*" in self.cors_allow_origins:
+            raise ValueError('TASKQL_ENV=production needs CORS_ALLOW_ORIGINS to list origins, not "*"')
         return self
 
     def resolved_jwt_secret(self) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
 from taskql.http_protocol import GRAPHQL_RESPONSE_JSON, JSON, negotiate
+from taskql.server import build_app
+from taskql.settings import Settings
 from tests.conftest import GraphQLClient
 
 CSRF = {"x-taskql-csrf": "1"}
@@ -135,3 +138,42 @@ async def test_a_field_error_is_200_with_data_for_graphql_response_json(owner_cl
 async def test_a_body_that_is_not_json_is_400(anonymous: GraphQLClient) -> None:
     response = await anonymous.http.post("/graphql", content="{not json", headers={"content-type": JSON})
     assert response.status_code == 400
+
+
+async def test_security_headers_are_on_every_response(anonymous: GraphQLClient) -> None:
+    response = await post(anonymous.http, {"query": "{ __typename }"})
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert "strict-transport-security" not in response.headers  # development: HSTS would pin localhost
+
+
+async def test_production_sends_hsts_and_an_api_only_policy(settings: Settings) -> None:
+    app = build_app(settings.model_copy(update={"taskql_env": "production"}))
+    transport = httpx.ASGITransport(app=app)
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await post(http, {"query": "{ __typename }"})
+    assert response.headers["strict-transport-security"].startswith("max-age=")
+    assert response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+async def test_cors_answers_listed_origins_only(settings: Settings) -> None:
+    app = build_app(settings.model_copy(update={"cors_allow_origins": ["https://app.example.com"]}))
+    transport = httpx.ASGITransport(app=app)
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        listed = await http.options("/graphql", headers={"origin": "https://app.example.com", **preflight})
+        other = await http.options("/graphql", headers={"origin": "https://evil.example", **preflight})
+        simple = await post(http, {"query": "{ __typename }"}, origin="https://app.example.com")
+
+    assert listed.status_code == 200
+    assert listed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "access-control-allow-credentials" not in listed.headers
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in other.headers
+    assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+def test_production_refuses_a_wildcard_origin() -> None:
+    with pytest.raises(ValueError, match="CORS_ALLOW_ORIGINS"):
+        Settings(_env_file=None, taskql_env="production", jwt_secret="s" * 40, cors_allow_origins=["*"])
