@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bench import per_field
+from bench.common import UNLIMITED_RATE
 from taskql.server import build_app
 from taskql.services.common import Runtime
 from taskql.settings import Settings
@@ -72,6 +73,7 @@ def settings_for(mode: Mode, *, mongodb_uri: str, database: str, data_dir: Path,
         data_dir=data_dir,
         redis_url=redis_url if mode.cache else None,
         cache_enabled=mode.cache,
+        **UNLIMITED_RATE,
     )
 
 

@@ -34,6 +34,7 @@ import orjson
 
 from bench.common import (
     REPO_ROOT,
+    UNLIMITED_RATE,
     BenchError,
     environment,
     free_port,
@@ -198,6 +199,7 @@ async def _server(
         "JWT_SECRET": jwt_secret,  # one for all instances: each accepts the others' tokens
         "DATA_DIR": str(run_dir),
         "WS_MAX_CONNECTIONS_PER_USER": str(plan.connections_per_user),
+        **{name.upper(): str(value) for name, value in UNLIMITED_RATE.items()},
     }
     with log_path.open("wb") as log:
         # cwd=run_dir: no `.env` of the working tree changes the settings.

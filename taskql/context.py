@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from taskql.client_ip import client_ip
 from taskql.errors import Unauthenticated
 from taskql.loaders.request import Loaders
 from taskql.services.activity import ActivityService
@@ -48,25 +49,28 @@ class Context:
 
     def fresh_loaders(self) -> None:
         runtime = self.deps.runtime
-        self.renew(Deps(runtime=runtime, loaders=new_loaders(runtime), viewer=self.deps.viewer, auth_problem=None))
+        self.renew(
+            Deps(runtime=runtime, loaders=new_loaders(runtime), viewer=self.deps.viewer, client_ip=self.deps.client_ip)
+        )
 
 
 def new_loaders(runtime: Runtime) -> Loaders:
     return Loaders.create(runtime.db, runtime.cache, max_batch_size=runtime.settings.loader_max_batch_size)
 
 
-async def authenticated_deps(runtime: Runtime, authorization: str | None) -> Deps:
+async def authenticated_deps(runtime: Runtime, connection: HTTPConnection, authorization: str | None) -> Deps:
     loaders = new_loaders(runtime)
     auth_problem = None
     try:
         viewer = await authenticate(runtime, loaders, authorization)
     except Unauthenticated as exc:
         viewer, auth_problem = None, exc.message
-    return Deps(runtime=runtime, loaders=loaders, viewer=viewer, auth_problem=auth_problem)
+    ip = client_ip(connection, runtime.trusted_proxies)
+    return Deps(runtime=runtime, loaders=loaders, viewer=viewer, client_ip=ip, auth_problem=auth_problem)
 
 
 async def build_context(
     runtime: Runtime, request: Request | WebSocket, response: Response | WebSocket | None, *, authorization: str | None
 ) -> Context:
-    deps = await authenticated_deps(runtime, authorization)
+    deps = await authenticated_deps(runtime, request, authorization)
     return Context(request=request, response=response, request_id=request.state.request_id, deps=deps)

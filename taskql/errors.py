@@ -67,3 +67,17 @@ class BadUserInput(DomainError):
     """Malformed arguments (IDs, cursors, page sizes): always a top-level error."""
 
     code = "BAD_USER_INPUT"
+
+
+class RateLimited(DomainError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    """A dependency the operation cannot safely do without is unreachable; try again shortly."""
+
+    code = "SERVICE_UNAVAILABLE"

@@ -7,6 +7,7 @@
   gets the spec's status codes: 400, with no `data` key, when the request could not be executed
   (parse, validation, variable and cost errors). `application/json` (also for `*/*` and no
   `Accept`) keeps the legacy behaviour: 200 with the errors.
+- A request refused for its rate (RATE_LIMITED) is 429, with `Retry-After`, whatever the media type.
 - A GET may only run a query (405, `Allow: POST`) and must carry a header that no cross-site form or
   link can send without a CORS preflight: `X-TaskQL-CSRF` or `Apollo-Require-Preflight` (400).
   GraphiQL's page (a GET asking for HTML) needs none; it sends its queries as JSON POSTs.
@@ -111,3 +112,13 @@ def is_request_error(result: dict[str, Any]) -> bool:
     """The request was not executed: no data, and only errors not tied to a field (a field's error has a path)."""
     errors = result.get("errors") or []
     return result.get("data") is None and bool(errors) and all("path" not in error for error in errors)
+
+
+def retry_after(response_data: Any) -> int | None:
+    """Seconds to wait when the request was refused for its rate (RATE_LIMITED), else None."""
+    errors = response_data.get("errors") if isinstance(response_data, dict) else None
+    for error in errors or ():
+        extensions = error.get("extensions") or {}
+        if extensions.get("code") == "RATE_LIMITED":
+            return int(extensions.get("retryAfter", 1))
+    return None

@@ -28,6 +28,7 @@ from taskql import http_protocol
 from taskql.auth.passwords import Passwords
 from taskql.auth.tokens import TokenIssuer
 from taskql.body_limit import BodyLimitMiddleware
+from taskql.client_ip import parse_networks
 from taskql.context import Context, authenticated_deps, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
@@ -35,6 +36,7 @@ from taskql.embedded import EmbeddedMongo
 from taskql.events.broker import EventBroker
 from taskql.events.store import create_event_store
 from taskql.loaders.cache import create_cache, create_redis
+from taskql.rate_limits import create_counters
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
 from taskql.security_headers import SecurityHeadersMiddleware
@@ -93,9 +95,13 @@ class TaskQLGraphQL(GraphQL):
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
     ) -> Response:
         response = super().create_response(response_data, sub_response)
+        retry_after = http_protocol.retry_after(response_data)
+        if retry_after is not None:
+            response.status_code = 429
+            response.headers["retry-after"] = str(retry_after)
         if sub_response.media_type == http_protocol.GRAPHQL_RESPONSE_JSON:
             response.headers["content-type"] = http_protocol.GRAPHQL_RESPONSE_JSON
-            if isinstance(response_data, dict) and "data" not in response_data:
+            if retry_after is None and isinstance(response_data, dict) and "data" not in response_data:
                 response.status_code = 400
         return response
 
@@ -119,7 +125,7 @@ class TaskQLGraphQL(GraphQL):
         if not isinstance(authorization, str):
             raise ConnectionRejectionError({"message": 'Send {"authorization": "Bearer <access token>"}.'})
         try:
-            deps = await authenticated_deps(self._app.state.runtime, authorization)
+            deps = await authenticated_deps(self._app.state.runtime, context.request, authorization)
         except PyMongoError as exc:
             logger.error("database unavailable while authenticating a WebSocket", exc_info=exc)
             raise ConnectionRejectionError({"message": "Service temporarily unavailable."}) from exc
@@ -164,6 +170,8 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 cache=create_cache(settings, redis),
                 events=events,
                 outbox=outbox,
+                rate_limits=create_counters(redis),
+                trusted_proxies=parse_networks(settings.trusted_proxies),
             )
             outbox.start()
             yield

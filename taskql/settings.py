@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     max_query_cost: int = Field(50_000, ge=1, description="nodes the connections of one operation may return")
     max_body_bytes: int = Field(100_000, ge=1_000, description="an HTTP request body")
 
+    # Rate limits, shared by all instances through Redis. An operation costs 1 point plus 1 per 100
+    # nodes its connections may return (see max_query_cost).
+    rate_limit_window_seconds: int = Field(3_600, ge=1)
+    rate_limit_user_points: int = Field(5_000, ge=1, description="per signed-in user and window")
+    rate_limit_ip_points: int = Field(
+        10_000, ge=1, description="per client IP and window (users behind one NAT share it)"
+    )
+    login_max_failures: int = Field(5, ge=1, description="failed logins/registrations per account and per IP")
+    login_failure_window_seconds: int = Field(900, ge=1)
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses or networks whose X-Forwarded-For is believed"
+    )
+
     # Browsers: the origins (scheme://host[:port]) whose pages may call the API. Empty: same origin only.
     cors_allow_origins: list[str] = Field(default_factory=list)
 

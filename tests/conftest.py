@@ -22,6 +22,8 @@ from taskql.server import build_app
 from taskql.settings import Settings
 
 TEST_SECRET = "test-secret-" + "x" * 40
+# Tests share 127.0.0.1 and, some of them, one Redis: only the rate-limit tests keep the budgets.
+UNLIMITED_RATE = {"rate_limit_user_points": 1_000_000_000, "rate_limit_ip_points": 1_000_000_000}
 PASSWORD = "correct horse battery"
 _emails = itertools.count()
 
@@ -77,6 +79,7 @@ def settings(mongodb_uri: str, tmp_path: Path) -> Settings:
         mongodb_database=f"test_{uuid.uuid4().hex[:12]}",
         jwt_secret=TEST_SECRET,
         data_dir=tmp_path,
+        **UNLIMITED_RATE,
     )
 
 

@@ -15,7 +15,7 @@ import httpx
 from gql import Client, GraphQLRequest, gql
 from gql.transport.websockets import WebsocketsTransport
 
-from tests.conftest import PASSWORD, TEST_SECRET, free_port
+from tests.conftest import PASSWORD, TEST_SECRET, UNLIMITED_RATE, free_port
 
 TASK_EVENTS = gql(
     """
@@ -40,6 +40,7 @@ class LiveServer:
             "MONGODB_DATABASE": database,
             "JWT_SECRET": TEST_SECRET,
             "DATA_DIR": str(data_dir),
+            **{key.upper(): str(value) for key, value in UNLIMITED_RATE.items()},
             **{key.upper(): str(value) for key, value in settings.items()},
         }
         self._process: subprocess.Popen[bytes] | None = None

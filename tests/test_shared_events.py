@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+from starlette.requests import HTTPConnection
+
 from taskql.context import Context, authenticated_deps
 from taskql.schema.root import build_schema
 from tests.conftest import GraphQLClient, create_task
@@ -27,7 +29,8 @@ RENAME_PROJECT = "mutation($i: ID!, $n: String!) { updateProject(input: {id: $i,
 
 
 async def subscribe(app: Any, client: GraphQLClient, document: str, **variables: Any) -> AsyncIterator[Any]:
-    deps = await authenticated_deps(app.state.runtime, f"Bearer {client.token}")
+    connection = HTTPConnection({"type": "websocket", "headers": [], "client": ("127.0.0.1", 50000)})
+    deps = await authenticated_deps(app.state.runtime, connection, f"Bearer {client.token}")
     context = Context(request=None, response=None, request_id="test", deps=deps)  # type: ignore[arg-type]
     return await SCHEMA.subscribe(document, variables, context_value=context)
 

@@ -11,7 +11,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.permission import BasePermission
 
-from taskql.errors import DomainError, Unauthenticated
+from taskql.errors import DomainError, RateLimited, Unauthenticated
 from taskql.services.common import SIGN_IN
 
 logger = logging.getLogger("taskql.errors")
@@ -75,6 +75,8 @@ def format_errors(errors: list[GraphQLError], request_id: str | None) -> None:
             extensions: dict[str, Any] = {"code": original.code}
             if original.field:
                 extensions["field"] = list(original.field)
+            if isinstance(original, RateLimited):
+                extensions["retryAfter"] = original.retry_after
             _recode(error, original.message, extensions)
         elif original is None or isinstance(original, GraphQLError):
             if not (error.extensions and "code" in error.extensions):

@@ -1,10 +1,10 @@
 """What one GraphQL document may ask for, checked before anything runs.
 
-Depth, aliases and tokens use Strawberry's limiters; directives and cost are TaskQL's. The cost is
-GitHub's "node limit": every connection may return as many nodes as its `first`/`last` (the
-default page size when neither is given), once for each node of the connections around it, so
-`projects(first: 10) { tasks(first: 50) }` may return 10 + 10 × 50 = 510 nodes. A document whose
-potential node count exceeds the limit is refused with QUERY_TOO_COMPLEX and the computed cost.
+Depth, aliases and tokens use Strawberry's limiters; directives are counted here. The cost of an
+operation is GitHub's "node limit": every connection may return as many nodes as its `first`/`last`
+(the default page size when neither is given), once for each node of the connections around it,
+so `projects(first: 10) { tasks(first: 50) }` may return 10 + 10 × 50 = 510 nodes. operation_cost.py
+refuses and charges operations by it.
 """
 
 from __future__ import annotations
@@ -108,27 +108,6 @@ class _CostWalker:
         return max(sizes, default=DEFAULT_PAGE_SIZE)
 
 
-class QueryCostLimiter(SchemaExtension):
-    """Refuses, before execution, an operation whose potential node count exceeds `max_cost`."""
-
-    def __init__(self, max_cost: int) -> None:
-        self.max_cost = max_cost
-
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.graphql_document is not None:
-            cost = query_cost(
-                context.schema._schema, context.graphql_document, context.operation_name, context.variables
-            )
-            if cost > self.max_cost:
-                raise GraphQLError(
-                    f"This query could return up to {cost} nodes; the limit is {self.max_cost}. "
-                    "Ask for smaller pages (`first`/`last`) or fewer nested connections.",
-                    extensions={"code": "QUERY_TOO_COMPLEX", "cost": cost, "maxCost": self.max_cost},
-                )
-        yield
-
-
 def _max_directives_rule(max_directives: int) -> type[ValidationRule]:
     class MaxDirectivesRule(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
@@ -151,5 +130,4 @@ def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_query_aliases),
         lambda: AddValidationRules([directives_rule]),
-        lambda: QueryCostLimiter(settings.max_query_cost),
     ]

@@ -21,6 +21,7 @@ from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
 from taskql.schema.limits import limit_extensions
+from taskql.schema.operation_cost import OperationCost
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
 from taskql.schema.shared_events import SharedEventExecutor
@@ -105,7 +106,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Project, Task],
-        extensions=[*limit_extensions(settings), *production_only, ParserCache, ValidationCache],
+        extensions=[*limit_extensions(settings), OperationCost, *production_only, ParserCache, ValidationCache],
         execution_context_class=SharedEventExecutor,
         config=StrawberryConfig(disable_field_suggestions=settings.is_production),
     )

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 from taskql.auth.passwords import Passwords
 from taskql.auth.permissions import Viewer
 from taskql.auth.tokens import TokenIssuer
+from taskql.client_ip import Network
 from taskql.db.client import Database
 from taskql.errors import Unauthenticated
 from taskql.events.broker import EventBroker
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
+from taskql.rate_limits import Counters
 from taskql.settings import Settings
 
 if TYPE_CHECKING:  # outbox.py builds on this module
@@ -39,6 +41,8 @@ class Runtime:
     cache: EntityCache
     events: EventBroker
     outbox: Outbox
+    rate_limits: Counters
+    trusted_proxies: tuple[Network, ...]
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Deps:
     runtime: Runtime
     loaders: Loaders
     viewer: Viewer | None
+    client_ip: str  # for rate limits (client_ip.py)
     auth_problem: str | None = None  # why a token that was sent was refused
 
     @property

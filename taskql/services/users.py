@@ -13,9 +13,10 @@ from taskql.db import sessions as sessions_db
 from taskql.db import users as users_db
 from taskql.db.projects import share_a_project
 from taskql.db.users import UserRecord
-from taskql.errors import InvalidCredentials, NotFound, Unauthenticated
+from taskql.errors import DomainError, InvalidCredentials, NotFound, Unauthenticated
 from taskql.loaders.request import Loaders
 from taskql.services.common import Deps, Runtime, utcnow
+from taskql.services.login_throttle import LoginThrottle
 from taskql.services.validation import Checker
 
 NAME_MAX_LENGTH = 100
@@ -80,27 +81,39 @@ class AccountService:
         )
 
     async def register(self, *, email: str, name: str, password: str) -> AuthResult:
-        check = Checker()
-        email = check.email(("input", "email"), email)
-        name = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
-        check.password(("input", "password"), password)
-        check.raise_if_any()
-        user = await users_db.insert_user(
-            self._db,
-            email=email,
-            name=name,
-            password_hash=await self._runtime.passwords.hash(password),
-            role="USER",
-            now=utcnow(),
-        )
+        # Failed registrations count too: "email already taken" would otherwise list the accounts.
+        throttle = LoginThrottle(self._deps, "register", email.strip().lower())
+        await throttle.check()
+        try:
+            check = Checker()
+            email = check.email(("input", "email"), email)
+            name = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
+            check.password(("input", "password"), password)
+            check.raise_if_any()
+            user = await users_db.insert_user(
+                self._db,
+                email=email,
+                name=name,
+                password_hash=await self._runtime.passwords.hash(password),
+                role="USER",
+                now=utcnow(),
+            )
+        except DomainError:
+            await throttle.failed()
+            raise
         return await self._start_session(user)
 
     async def login(self, *, email: str, password: str) -> AuthResult:
-        found = await users_db.find_credentials(self._db, email=email.strip().lower())
+        email = email.strip().lower()
+        throttle = LoginThrottle(self._deps, "login", email)
+        await throttle.check()
+        found = await users_db.find_credentials(self._db, email=email)
         # Unknown emails still pay for a hash check: timing must not reveal which accounts exist.
         verification = await self._runtime.passwords.verify(found.password_hash if found else None, password)
         if found is None or not verification.ok:
+            await throttle.failed()
             raise InvalidCredentials(BAD_LOGIN)
+        await throttle.succeeded()
         if verification.new_hash:
             await users_db.set_password_hash_if_unchanged(
                 self._db, user_id=found.user.id, old_hash=found.password_hash, new_hash=verification.new_hash

@@ -1,0 +1,61 @@
+"""Password guessing: at most `login_max_failures` failed logins (or registrations) per account and
+per client IP in `login_failure_window_seconds`.
+
+Successful logins are not counted, and one resets its account's count (not the IP's: a single
+known password must not reopen an IP that is guessing at others). Over the limit, attempts are
+refused before the password is even checked: RATE_LIMITED with `retryAfter`.
+
+If Redis cannot be reached, logins and registrations are refused (fail closed), unlike other
+operations: without the counters, nothing would limit guessing, and a Redis outage could be
+provoked to get there. Signed-in users are not affected; they keep their sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from redis.exceptions import RedisError
+
+from taskql.errors import RateLimited, Unavailable
+from taskql.rate_limits import Budget
+from taskql.services.common import Deps
+
+logger = logging.getLogger("taskql.rate_limits")
+TOO_MANY = "Too many failed attempts: try again in {seconds} s."
+UNAVAILABLE = "Signing in is unavailable for a moment: try again shortly."
+
+
+class LoginThrottle:
+    def __init__(self, deps: Deps, kind: str, account: str) -> None:
+        settings = deps.runtime.settings
+        self._counters = deps.runtime.rate_limits
+        self._budget = Budget(kind, settings.login_max_failures, settings.login_failure_window_seconds)
+        # Hashed: the counters need no email addresses in Redis.
+        self._account_key = f"{kind}:account:{hashlib.sha256(account.encode()).hexdigest()[:32]}"
+        self._keys = [self._account_key, f"{kind}:ip:{deps.client_ip}"]
+
+    async def check(self) -> None:
+        """Refuses the attempt if the account or the IP has used up its failures."""
+        try:
+            usages = [await self._counters.charge(key, 0, self._budget) for key in self._keys]
+        except RedisError as exc:
+            logger.error("login throttle unavailable, refusing sign-ins: %s", exc)
+            raise Unavailable(UNAVAILABLE) from exc
+        blocked = [usage for usage in usages if usage.remaining == 0]
+        if blocked:
+            retry_after = max(usage.reset_seconds for usage in blocked)
+            raise RateLimited(TOO_MANY.format(seconds=retry_after), retry_after=retry_after)
+
+    async def failed(self) -> None:
+        try:
+            for key in self._keys:
+                await self._counters.charge(key, 1, self._budget)
+        except RedisError as exc:
+            logger.error("could not count a failed sign-in: %s", exc)
+
+    async def succeeded(self) -> None:
+        try:
+            await self._counters.reset(self._account_key)
+        except RedisError as exc:
+            logger.error("could not reset the failed sign-ins of an account: %s", exc)

@@ -1,0 +1,223 @@
+"""Rate limits: operation budgets per user and per IP shared by all instances, and failed sign-ins."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from taskql.rate_limits import Budget, MemoryCounters, RedisCounters
+from taskql.schema.operation_cost import operation_points
+from taskql.server import build_app
+from taskql.settings import Settings
+from tests.conftest import PASSWORD, GraphQLClient, RedisServer, sign_up
+
+VIEWER = "{ viewer { id } }"
+LOGIN = "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }"
+
+
+class Fleet:
+    """App instances sharing one Redis, as behind a load balancer; requests come from `peer`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stack = AsyncExitStack()
+
+    async def start(self, peer: str = "127.0.0.1") -> GraphQLClient:
+        app = build_app(self.settings)
+        await self._stack.enter_async_context(LifespanManager(app))
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        http = await self._stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://t"))
+        return GraphQLClient(http)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+def limited(settings: Settings, redis: RedisServer, **limits: Any) -> Settings:
+    return settings.model_copy(update={"redis_url": redis.url, **limits})
+
+
+@pytest.fixture
+async def fleet_factory() -> AsyncIterator[Any]:
+    fleets: list[Fleet] = []
+
+    def make(settings: Settings) -> Fleet:
+        fleets.append(Fleet(settings))
+        return fleets[-1]
+
+    yield make
+    for fleet in fleets:
+        await fleet.close()
+
+
+async def _login(client: GraphQLClient, email: str, password: str) -> dict[str, Any]:
+    response = await client.http.post("/graphql", json={"query": LOGIN, "variables": {"e": email, "p": password}})
+    assert response.status_code == (429 if "RATE_LIMITED" in response.text else 200)
+    return response.json()
+
+
+async def _as(user: GraphQLClient, query: str) -> httpx.Response:
+    return await user.http.post("/graphql", json={"query": query}, headers={"authorization": f"Bearer {user.token}"})
+
+
+def test_an_operation_costs_one_point_plus_one_per_hundred_nodes() -> None:
+    assert [operation_points(cost) for cost in (0, 99, 100, 510, 50_000)] == [1, 1, 2, 6, 501]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_a_budget_refuses_what_would_exceed_it_and_does_not_count_it(kind: str) -> None:
+    redis = None
+    if kind == "redis":
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url("redis://127.0.0.1:6379/0")
+        counters: Any = RedisCounters(redis)
+        await counters.reset("test:budget")
+    else:
+        counters = MemoryCounters()
+    budget = Budget("test", points=10, window_seconds=60)
+
+    spent = [await counters.charge("test:budget", 4, budget) for _ in range(3)]
+    peek = await counters.charge("test:budget", 0, budget)
+
+    assert [u.allowed for u in spent] == [True, True, False]
+    assert [u.remaining for u in spent] == [6, 2, 2]  # the refused charge took nothing
+    assert 0 < spent[0].reset_seconds <= 60
+    assert peek.allowed and peek.remaining == 2
+    if redis is not None:
+        await counters.reset("test:budget")
+        await redis.aclose()
+
+
+async def test_the_user_budget_is_shared_by_all_instances(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, rate_limit_user_points=3))
+    a, b = await fleet.start(), await fleet.start()
+    user = await sign_up(a, "Limited")  # register: anonymous, charged to the IP only
+    on_a, on_b = user, b.as_user(user.token or "")
+
+    first = await _as(on_a, VIEWER)
+    await on_b.post(VIEWER)
+    await on_a.post(VIEWER)
+    refused = await on_b.http.post(
+        "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {user.token}"}
+    )
+
+    assert first.headers["ratelimit-limit"] == "3"
+    assert first.headers["ratelimit-remaining"] == "2"
+    assert 0 < int(first.headers["ratelimit-reset"]) <= 3600
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    [error] = refused.json()["errors"]
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert error["extensions"]["retryAfter"] == int(refused.headers["retry-after"])
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+
+async def test_the_ip_budget_counts_anonymous_requests_and_believes_only_trusted_proxies(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, rate_limit_ip_points=2, trusted_proxies=["10.0.0.0/8"]))
+    direct = await fleet.start(peer="192.0.2.1")
+    proxy = await fleet.start(peer="10.0.0.5")
+
+    # A client connecting directly cannot pick its own address with the header.
+    spoofed = [
+        (await direct.http.post("/graphql", json={"query": VIEWER}, headers={"x-forwarded-for": f"198.51.100.{n}"}))
+        for n in range(3)
+    ]
+    # Behind the trusted proxy, each client address has its own budget.
+    forwarded = [
+        (await proxy.http.post("/graphql", json={"query": VIEWER}, headers={"x-forwarded-for": f"6.6.6.6, {ip}"}))
+        for ip in ("203.0.113.1", "203.0.113.1", "203.0.113.2")
+    ]
+
+    assert [r.status_code for r in spoofed] == [200, 200, 429]
+    assert [r.status_code for r in forwarded] == [200, 200, 200]
+
+
+async def test_an_expensive_query_spends_more(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, rate_limit_user_points=100))
+    user = await sign_up(await fleet.start(), "Spender")
+    query = "{ projects(first: 100) { edges { node { tasks(first: 50) { totalCount } } } } }"  # 5,100 nodes
+
+    response = await user.http.post(
+        "/graphql", json={"query": query}, headers={"authorization": f"Bearer {user.token}"}
+    )
+
+    assert response.headers["ratelimit-remaining"] == str(100 - operation_points(5_100))
+
+
+async def test_redis_away_lets_operations_through_uncounted(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, rate_limit_ip_points=1))
+    client = await fleet.start()
+    private_redis.stop()
+
+    responses = [await client.http.post("/graphql", json={"query": "{ __typename }"}) for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert "ratelimit-remaining" not in responses[0].headers
+
+
+async def test_failed_logins_are_limited_per_account_and_success_resets_the_account(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, login_max_failures=3))
+    a, b = await fleet.start(), await fleet.start(peer="192.0.2.7")
+    user = await sign_up(a, "Guessed")
+    email = user.user["email"]
+
+    wrong = [await _login(client, email, "wrong password") for client in (a, b, a)]
+    blocked = await _login(b, email.upper(), PASSWORD)  # even the right password, from another IP
+
+    assert all(r["data"]["login"]["accessToken"] is None for r in wrong)
+    assert blocked["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert blocked["errors"][0]["extensions"]["retryAfter"] > 0
+
+    # Another account from a fresh IP is not affected; its success clears its own count.
+    other = await sign_up(a, "Other")
+    c = await fleet.start(peer="192.0.2.8")
+    for _ in range(2):
+        await _login(c, other.user["email"], "wrong password")
+    assert (await _login(c, other.user["email"], PASSWORD))["data"]["login"]["accessToken"]
+    for _ in range(2):
+        await _login(await fleet.start(peer="192.0.2.9"), other.user["email"], "wrong password")
+    assert (await _login(await fleet.start(peer="192.0.2.10"), other.user["email"], PASSWORD))["data"]["login"]
+
+
+async def test_failed_logins_are_limited_per_ip_across_accounts(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, login_max_failures=3))
+    guesser = await fleet.start(peer="192.0.2.66")
+    victims = [await sign_up(await fleet.start(), f"Victim{n}") for n in range(4)]
+
+    for victim in victims[:3]:
+        await _login(guesser, victim.user["email"], "wrong password")
+    refused = await _login(guesser, victims[3].user["email"], PASSWORD)
+
+    assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+
+async def test_logins_are_refused_while_the_counters_are_unreachable(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis))
+    client = await fleet.start()
+    user = await sign_up(client, "Closed")
+    private_redis.stop()
+
+    refused = await _login(client, user.user["email"], PASSWORD)
+
+    assert refused["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert (await user.post(VIEWER))["data"]["viewer"]["id"] == user.user["id"]  # sessions go on
