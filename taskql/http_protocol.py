@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
@@ -67,12 +68,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"errors": [{"message": message}]}, status_code=status, headers=headers)
 
 
-def _wants_graphiql(request: Request) -> bool:
-    return (
-        request.method == "GET"
-        and "query" not in request.query_params
-        and "text/html" in request.headers.get("accept", "")
-    )
+def wants_graphiql(method: str, query_params: Mapping[str, str], accept: str) -> bool:
+    """A browser opening the endpoint: a GET for HTML with no operation (no query, no persisted hash)."""
+    return method == "GET" and not {"query", "extensions"} & set(query_params) and "text/html" in accept
 
 
 def _is_mutation(query: str, operation_name: str | None) -> bool:
@@ -92,7 +90,7 @@ def refusal(request: Request) -> Response | None:
     """The response that refuses this request before GraphQL runs, or None to let it through."""
     if request.method not in ("GET", "POST"):
         return _error(405, "Use GET (queries) or POST.", {"Allow": "GET, POST"})
-    if _wants_graphiql(request):
+    if wants_graphiql(request.method, request.query_params, request.headers.get("accept", "")):
         return None
     if request.method == "POST":
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from bson import ObjectId
@@ -36,6 +37,7 @@ from taskql.embedded import EmbeddedMongo
 from taskql.events.broker import EventBroker
 from taskql.events.store import create_event_store
 from taskql.loaders.cache import create_cache, create_redis
+from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import create_counters
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
@@ -78,6 +80,10 @@ class TaskQLGraphQL(GraphQL):
                 self._open_connections[counted_user] -= 1
                 if not self._open_connections[counted_user]:
                     del self._open_connections[counted_user]
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # Strawberry also serves the IDE for `Accept: */*`, which would answer a GET of a persisted query.
+        return http_protocol.wants_graphiql(request.method, request.query_params, request.headers.get("accept", ""))
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)
@@ -172,6 +178,9 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 outbox=outbox,
                 rate_limits=create_counters(redis),
                 trusted_proxies=parse_networks(settings.trusted_proxies),
+                persisted_queries=PersistedQueries.create(
+                    redis, ttl_seconds=settings.apq_ttl_seconds, allowlist_file=settings.persisted_operations_file
+                ),
             )
             outbox.start()
             yield

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default_factory=list, description="addresses or networks whose X-Forwarded-For is believed"
     )
 
+    # Persisted operations (persisted_queries.py): Apollo's automatic persisted queries, and an
+    # optional allowlist (a JSON object of SHA-256 -> document) that only lets those run.
+    apq_ttl_seconds: int = Field(86_400, ge=60, description="how long a registered document is kept")
+    persisted_operations_file: Path | None = None
+
     # Browsers: the origins (scheme://host[:port]) whose pages may call the API. Empty: same origin only.
     cors_allow_origins: list[str] = Field(default_factory=list)
 

@@ -13,6 +13,7 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from taskql.persisted_queries import PersistedQueryExtension
 from taskql.resolvers import nodes as node_fields
 from taskql.resolvers import projects as project_fields
 from taskql.resolvers import subscriptions as subscription_fields
@@ -106,7 +107,14 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Project, Task],
-        extensions=[*limit_extensions(settings), OperationCost, *production_only, ParserCache, ValidationCache],
+        extensions=[
+            PersistedQueryExtension,  # first: the others need the document
+            *limit_extensions(settings),
+            OperationCost,
+            *production_only,
+            ParserCache,
+            ValidationCache,
+        ],
         execution_context_class=SharedEventExecutor,
         config=StrawberryConfig(disable_field_suggestions=settings.is_production),
     )

@@ -18,7 +18,8 @@ from taskql.loaders.request import Loaders
 from taskql.rate_limits import Counters
 from taskql.settings import Settings
 
-if TYPE_CHECKING:  # outbox.py builds on this module
+if TYPE_CHECKING:  # outbox.py builds on this module; persisted queries belong to the GraphQL layer
+    from taskql.persisted_queries import PersistedQueries
     from taskql.services.outbox import Outbox
 
 SIGN_IN = "Sign in to do this: send `Authorization: Bearer <access token>`."
@@ -43,6 +44,7 @@ class Runtime:
     outbox: Outbox
     rate_limits: Counters
     trusted_proxies: tuple[Network, ...]
+    persisted_queries: PersistedQueries
 
 
 @dataclass(frozen=True)

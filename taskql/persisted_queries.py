@@ -1,0 +1,134 @@
+"""Persisted operations: a client sends a document's SHA-256 instead of the document.
+
+- Automatic persisted queries (Apollo's protocol): `extensions.persistedQuery = {"version": 1,
+  "sha256Hash": "<hex>"}`. A hash this server does not know gets PERSISTED_QUERY_NOT_FOUND (message
+  `PersistedQueryNotFound`, which Apollo's client looks for); the client then sends the document with
+  the same extension, the server checks the hash and keeps the document (in Redis, for every
+  instance, or in memory without it) for `apq_ttl_seconds`.
+- An allowlist (`persisted_operations_file`: a JSON object of SHA-256 → document, made at build
+  time): when set, only those documents run, sent by hash or in full; anything else is
+  OPERATION_NOT_ALLOWED, and automatic registration is off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from graphql import GraphQLError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from strawberry.extensions import SchemaExtension
+
+logger = logging.getLogger("taskql.persisted_queries")
+
+
+def document_hash(document: str) -> str:
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
+class DocumentStore(Protocol):
+    async def get(self, sha256: str) -> str | None: ...
+
+    async def put(self, sha256: str, document: str) -> None: ...
+
+
+class RedisDocuments:
+    def __init__(self, client: Redis, ttl_seconds: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+
+    async def get(self, sha256: str) -> str | None:
+        document = await self._client.get(f"taskql:apq:{sha256}")
+        return document.decode() if isinstance(document, bytes) else document
+
+    async def put(self, sha256: str, document: str) -> None:
+        await self._client.set(f"taskql:apq:{sha256}", document, ex=self._ttl)
+
+
+class MemoryDocuments:
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._documents: OrderedDict[str, str] = OrderedDict()
+        self._max_entries = max_entries
+
+    async def get(self, sha256: str) -> str | None:
+        return self._documents.get(sha256)
+
+    async def put(self, sha256: str, document: str) -> None:
+        self._documents[sha256] = document
+        if len(self._documents) > self._max_entries:
+            self._documents.popitem(last=False)
+
+
+class PersistedQueries:
+    """The process's persisted documents: the allowlist if there is one, else the APQ store."""
+
+    def __init__(self, store: DocumentStore, allowlist: dict[str, str] | None) -> None:
+        self._store = store
+        self._allowlist = allowlist
+
+    @classmethod
+    def create(cls, redis: Redis | None, *, ttl_seconds: int, allowlist_file: Path | None) -> PersistedQueries:
+        store: DocumentStore = RedisDocuments(redis, ttl_seconds) if redis is not None else MemoryDocuments()
+        allowlist = None
+        if allowlist_file is not None:
+            allowlist = json.loads(allowlist_file.read_text())
+            wrong = [sha for sha, document in allowlist.items() if document_hash(document) != sha.lower()]
+            if wrong:
+                raise ValueError(f"{allowlist_file}: these keys are not the SHA-256 of their document: {wrong[:3]}")
+        return cls(store, allowlist)
+
+    async def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> str | None:
+        """The document to run; raises GraphQLError when the request may not run as sent."""
+        persisted = (extensions or {}).get("persistedQuery")
+        if persisted is None:
+            if self._allowlist is not None and (query is None or document_hash(query) not in self._allowlist):
+                raise _error("Only this server's persisted operations may run.", "OPERATION_NOT_ALLOWED")
+            return query
+        sha256 = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+        if not isinstance(sha256, str) or persisted.get("version") != 1:
+            raise _error("`persistedQuery` needs `version: 1` and a `sha256Hash`.", "BAD_USER_INPUT")
+        sha256 = sha256.lower()
+        if query is not None:
+            if document_hash(query) != sha256:
+                raise _error("`sha256Hash` is not the SHA-256 of the query.", "BAD_USER_INPUT")
+            if self._allowlist is not None:
+                return await self.resolve(query, None)
+            await self._remember(sha256, query)
+            return query
+        document = self._allowlist.get(sha256) if self._allowlist is not None else await self._recall(sha256)
+        if document is None:
+            raise _error("PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND")
+        return document
+
+    async def _recall(self, sha256: str) -> str | None:
+        try:
+            return await self._store.get(sha256)
+        except RedisError as exc:  # the client then sends the whole document, which works without Redis
+            logger.warning("persisted queries unavailable: %s", exc)
+            return None
+
+    async def _remember(self, sha256: str, document: str) -> None:
+        try:
+            await self._store.put(sha256, document)
+        except RedisError as exc:
+            logger.warning("could not keep a persisted query: %s", exc)
+
+
+def _error(message: str, code: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": code})
+
+
+class PersistedQueryExtension(SchemaExtension):
+    """Puts the persisted document in place before Strawberry parses the request."""
+
+    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+        execution = self.execution_context
+        persisted: PersistedQueries = execution.context.deps.runtime.persisted_queries
+        execution.query = await persisted.resolve(execution.query, execution.operation_extensions)
+        yield
