@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     max_query_directives: int = Field(20, ge=0)
     max_query_cost: int = Field(50_000, ge=1, description="nodes the connections of one operation may return")
     max_body_bytes: int = Field(100_000, ge=1_000, description="an HTTP request body")
+    batch_max_operations: int = Field(0, ge=0, le=100, description="operations in one JSON array body; 0: no batching")
 
     # Rate limits, shared by all instances through Redis. An operation costs 1 point plus 1 per 100
     # nodes its connections may return (see max_query_cost).

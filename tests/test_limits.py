@@ -13,7 +13,7 @@ from taskql.schema.limits import query_cost
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import Settings
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, sign_up
 
 SCHEMA = build_schema()._schema
 
@@ -142,3 +142,28 @@ async def test_production_hides_introspection_and_suggestions(settings: Settings
 
     assert "introspection has been disabled" in introspection["errors"][0]["message"]
     assert "Did you mean" not in typo["errors"][0]["message"]
+
+
+async def test_batching_is_off_unless_enabled(anonymous: GraphQLClient) -> None:
+    response = await anonymous.http.post("/graphql", json=[{"query": "{ __typename }"}])
+    assert response.status_code == 400
+
+
+async def test_a_batch_has_at_most_its_operations_and_its_cost_is_the_sum(settings: Settings) -> None:
+    app = build_app(settings.model_copy(update={"batch_max_operations": 3}))
+    # 100 + 100 × 100 + 100 × 100 × 1 = 20,100 nodes: three of them are over 50,000 together.
+    tasks = "tasks(first: 100) { edges { node { activity(first: 1) { totalCount } } } }"
+    third = f"{{ projects(first: 100) {{ edges {{ node {{ {tasks} }} }} }} }}"
+    transport = httpx.ASGITransport(app=app)
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        batch = await http.post("/graphql", json=[{"query": "{ __typename }"}, {"query": "{ viewer { id } }"}])
+        too_many = await http.post("/graphql", json=[{"query": "{ __typename }"}] * 4)
+        user = await sign_up(GraphQLClient(http), "Batcher")
+        headers = {"authorization": f"Bearer {user.token}"}
+        costly = await http.post("/graphql", json=[{"query": third}] * 3, headers=headers)
+
+    assert batch.json() == [{"data": {"__typename": "Query"}}, {"data": {"viewer": None}}]
+    assert too_many.status_code == 400
+    refused = [answer for answer in costly.json() if "errors" in answer]
+    assert len(refused) == 1
+    assert refused[0]["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX", "cost": 60_300, "maxCost": 50_000}

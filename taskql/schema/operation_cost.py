@@ -1,11 +1,12 @@
 """What an operation costs, checked and charged before it runs.
 
-Its cost is the number of nodes its connections may return (limits.query_cost). Over
-`max_query_cost` it is refused: QUERY_TOO_COMPLEX, with the cost. Otherwise it spends 1 point plus
-1 per 100 nodes from its user's budget and its client IP's (GitHub's model). Over either budget it
-is refused too: RATE_LIMITED with `retryAfter` in seconds (over HTTP: 429 with `Retry-After`,
-which the server sets for every RATE_LIMITED). Each HTTP answer to an operation carries
-`RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` for the tighter budget.
+Its cost is the number of nodes its connections may return (limits.query_cost); the operations
+of one batch add up. Over `max_query_cost` it is refused: QUERY_TOO_COMPLEX, with the cost.
+Otherwise it spends 1 point plus 1 per 100 nodes from its user's budget and its client IP's
+(GitHub's model). Over either budget it is refused too: RATE_LIMITED with `retryAfter` in seconds
+(over HTTP: 429 with `Retry-After`, which the server sets for every RATE_LIMITED). Each HTTP
+answer to an operation carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+for the tighter budget.
 
 If Redis cannot be reached, operations run uncounted (fail open): refusing every request because a
 counter is away would turn a Redis outage into a full outage, and the cost, depth, size and login
@@ -19,9 +20,11 @@ from collections.abc import AsyncIterator
 
 from graphql import GraphQLError
 from redis.exceptions import RedisError
+from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
+from taskql.context import Context
 from taskql.rate_limits import Budget, Usage
 from taskql.schema.limits import query_cost
 from taskql.services.common import Deps
@@ -42,11 +45,12 @@ class OperationCost(SchemaExtension):
             cost = query_cost(
                 execution.schema._schema, execution.graphql_document, execution.operation_name, execution.variables
             )
-            if cost > settings.max_query_cost:
+            request_cost = _add_to_request(execution.context, cost)
+            if request_cost > settings.max_query_cost:
                 raise GraphQLError(
-                    f"This query could return up to {cost} nodes; the limit is {settings.max_query_cost}. "
+                    f"This request could return up to {request_cost} nodes; the limit is {settings.max_query_cost}. "
                     "Ask for smaller pages (`first`/`last`) or fewer nested connections.",
-                    extensions={"code": "QUERY_TOO_COMPLEX", "cost": cost, "maxCost": settings.max_query_cost},
+                    extensions={"code": "QUERY_TOO_COMPLEX", "cost": request_cost, "maxCost": settings.max_query_cost},
                 )
             usage = await _charge(execution.context.deps, operation_points(cost))
             if usage is not None:
@@ -57,6 +61,16 @@ class OperationCost(SchemaExtension):
                         extensions={"code": "RATE_LIMITED", "retryAfter": usage.reset_seconds},
                     )
         yield
+
+
+def _add_to_request(context: Context, cost: int) -> int:
+    """The cost of the HTTP request so far: the operations of a batch count together. Over a
+    WebSocket each operation stands alone (the connection's context outlives them)."""
+    if not isinstance(context.request, Request):
+        return cost
+    state = context.request.state
+    state.graphql_cost = getattr(state, "graphql_cost", 0) + cost
+    return state.graphql_cost
 
 
 async def _charge(deps: Deps, points: int) -> Usage | None:

@@ -116,5 +116,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             ValidationCache,
         ],
         execution_context_class=SharedEventExecutor,
-        config=StrawberryConfig(disable_field_suggestions=settings.is_production),
+        config=StrawberryConfig(
+            disable_field_suggestions=settings.is_production,
+            batching_config={"max_operations": settings.batch_max_operations}
+            if settings.batch_max_operations
+            else None,
+        ),
     )
