@@ -142,6 +142,19 @@ async def test_the_ip_budget_counts_anonymous_requests_and_believes_only_trusted
     assert [r.status_code for r in forwarded] == [200, 200, 200]
 
 
+async def test_a_request_that_cannot_run_still_reports_the_budget_and_spends_nothing(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, rate_limit_ip_points=5))
+    client = await fleet.start()
+
+    invalid = await client.http.post("/graphql", json={"query": "{ nonexistent }"})
+    syntax = await client.http.post("/graphql", json={"query": "{ viewer {"})
+
+    assert invalid.headers["ratelimit-limit"] == "5"
+    assert invalid.headers["ratelimit-remaining"] == syntax.headers["ratelimit-remaining"] == "5"
+
+
 async def test_an_expensive_query_spends_more(
     settings: Settings, private_redis: RedisServer, fleet_factory: Any
 ) -> None:

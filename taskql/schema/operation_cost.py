@@ -38,6 +38,18 @@ def operation_points(cost: int) -> int:
 
 
 class OperationCost(SchemaExtension):
+    def __init__(self) -> None:
+        self._reported = False
+
+    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+        try:
+            yield  # a syntax error is raised through here (by ParserCache)
+        finally:
+            if not self._reported:  # refused before running: still tell the client its budget
+                usage = await _charge(self.execution_context.context.deps, 0)
+                if usage is not None:
+                    _report(self.execution_context.context.response, usage)
+
     async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         execution = self.execution_context
         if execution.graphql_document is not None:
@@ -55,6 +67,7 @@ class OperationCost(SchemaExtension):
             usage = await _charge(execution.context.deps, operation_points(cost))
             if usage is not None:
                 _report(execution.context.response, usage)
+                self._reported = True
                 if not usage.allowed:
                     raise GraphQLError(
                         f"Rate limit exceeded: retry in {usage.reset_seconds} s.",
