@@ -17,7 +17,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 from pymongo import AsyncMongoClient, monitoring
 from secantus import SecantusDBServer
+from starlette.requests import HTTPConnection
 
+from taskql.context import Context, authenticated_deps
+from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import Settings
 
@@ -300,3 +303,14 @@ def private_redis() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+SCHEMA = build_schema()
+
+
+async def subscribe(app: Any, client: GraphQLClient, document: str, **variables: Any) -> AsyncIterator[Any]:
+    """A subscription run in process, as a WebSocket connection of `client` would run it."""
+    connection = HTTPConnection({"type": "websocket", "headers": [], "client": ("127.0.0.1", 50000)})
+    deps = await authenticated_deps(app.state.runtime, connection, f"Bearer {client.token}")
+    context = Context(request=None, response=None, request_id="test", deps=deps)  # type: ignore[arg-type]
+    return await SCHEMA.subscribe(document, variables, context_value=context)

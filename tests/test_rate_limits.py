@@ -9,12 +9,14 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from bson import ObjectId
 
 from taskql.rate_limits import Budget, MemoryCounters, RedisCounters
 from taskql.schema.operation_cost import operation_points
+from taskql.schema.relay import encode_id
 from taskql.server import build_app
 from taskql.settings import Settings
-from tests.conftest import PASSWORD, GraphQLClient, RedisServer, sign_up
+from tests.conftest import PASSWORD, GraphQLClient, RedisServer, sign_up, subscribe
 
 VIEWER = "{ viewer { id } }"
 LOGIN = "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }"
@@ -234,3 +236,18 @@ async def test_logins_are_refused_while_the_counters_are_unreachable(
 
     assert refused["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert (await user.post(VIEWER))["data"]["viewer"]["id"] == user.user["id"]  # sessions go on
+
+
+async def test_a_websocket_operation_over_budget_is_rate_limited(settings: Settings) -> None:
+    app = build_app(settings.model_copy(update={"rate_limit_user_points": 1}))
+    transport = httpx.ASGITransport(app=app)
+    document = "subscription($p: ID!) { taskEvents(projectId: $p) { cursor } }"
+    project = encode_id("Project", ObjectId())
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        user = await sign_up(GraphQLClient(http), "Subscriber")  # anonymous: the IP's budget
+        first = await anext(await subscribe(app, user, document, p=project))
+        second = await anext(await subscribe(app, user, document, p=project))
+
+    assert first.errors[0].extensions["code"] == "NOT_FOUND"  # it ran: no such project
+    assert second.errors[0].extensions["code"] == "RATE_LIMITED"
+    assert second.errors[0].extensions["retryAfter"] > 0

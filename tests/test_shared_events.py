@@ -9,13 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from starlette.requests import HTTPConnection
+from tests.conftest import GraphQLClient, create_task, subscribe
 
-from taskql.context import Context, authenticated_deps
-from taskql.schema.root import build_schema
-from tests.conftest import GraphQLClient, create_task
-
-SCHEMA = build_schema()
 FROM_THE_START = "0-0"  # a cursor before every event: the subscription replays the project's whole log
 TASK_EVENTS = """
 subscription($p: ID!, $after: String, $withTitle: Boolean!) {
@@ -26,13 +21,6 @@ WITH_VIEWER_ROLE = """
 subscription($p: ID!, $after: String) { taskEvents(projectId: $p, after: $after) { task { project { viewerRole } } } }
 """
 RENAME_PROJECT = "mutation($i: ID!, $n: String!) { updateProject(input: {id: $i, name: $n}) { project { name } } }"
-
-
-async def subscribe(app: Any, client: GraphQLClient, document: str, **variables: Any) -> AsyncIterator[Any]:
-    connection = HTTPConnection({"type": "websocket", "headers": [], "client": ("127.0.0.1", 50000)})
-    deps = await authenticated_deps(app.state.runtime, connection, f"Bearer {client.token}")
-    context = Context(request=None, response=None, request_id="test", deps=deps)  # type: ignore[arg-type]
-    return await SCHEMA.subscribe(document, variables, context_value=context)
 
 
 async def events(stream: AsyncIterator[Any], count: int) -> list[dict[str, Any]]:
