@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,12 +64,14 @@ async def doomed_database(tmp_path: Path) -> AsyncIterator[SecantusDBServer]:
         server.stop()
 
 
-async def test_database_outage_is_masked_and_reported_by_readyz(
-    doomed_database: SecantusDBServer, tmp_path: Path
+@pytest.mark.parametrize("environment", ["test", "production"])
+async def test_database_outage_is_masked_logged_and_reported_by_readyz(
+    doomed_database: SecantusDBServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, environment: str
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="taskql.errors")
     settings = Settings(
         _env_file=None,
-        taskql_env="test",
+        taskql_env=environment,
         mongodb_uri=doomed_database.uri,
         mongodb_database=f"t_{uuid.uuid4().hex[:8]}",
         mongodb_server_selection_timeout_ms=300,
@@ -97,6 +100,9 @@ async def test_database_outage_is_masked_and_reported_by_readyz(
     assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
     assert error["extensions"]["requestId"]
     assert port not in str(body)
+    # The operator gets what the client does not: the real exception, under the same request id.
+    [logged] = [r for r in caplog.records if error["extensions"]["requestId"] in r.getMessage()]
+    assert logged.exc_info is not None and port in str(logged.exc_info[1])
     assert (ready.status_code, ready.json()["failing"]) == (503, ["mongodb"])
 
 
