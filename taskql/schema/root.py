@@ -115,7 +115,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             ParserCache,
             ValidationCache,
         ],
-        execution_context_class=SharedEventExecutor,
+        execution_context_class=SharedEventExecutor.for_one_schema(),
         config=StrawberryConfig(
             disable_field_suggestions=settings.is_production,
             batching_config={"max_operations": settings.batch_max_operations}

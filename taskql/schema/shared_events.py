@@ -37,7 +37,13 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
     one event. The payload's context must offer `fresh_loaders()` and `deps.viewer`.
     """
 
-    _renders: ClassVar[OrderedDict[Hashable, _Render]] = OrderedDict()
+    _renders: ClassVar[OrderedDict[Hashable, _Render]]
+
+    @classmethod
+    def for_one_schema(cls) -> type[SharedEventExecutor]:
+        """A subclass with results of its own: two apps in one process (each with its own in-memory
+        event log, where cursors may coincide) never share them."""
+        return type(cls.__name__, (cls,), {"_renders": OrderedDict()})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
