@@ -20,6 +20,8 @@ from taskql.loaders.cache import EntityCache, MemoryBackend, PutEntry, RedisBack
 from taskql.server import build_app
 from taskql.settings import Settings
 from tests.conftest import (
+    PASSWORD,
+    REGISTER,
     REMOVE_MEMBER,
     CommandLog,
     GraphQLClient,
@@ -312,14 +314,22 @@ async def test_deleted_entities_stay_deleted_in_the_cache() -> None:
     assert await cache.get_many("task", [task_id]) == {task_id: None}
 
 
-async def test_a_wrong_redis_url_only_costs_the_cache(instances: Instances, settings: Settings) -> None:
+async def test_a_wrong_redis_url_costs_the_cache_and_sign_ins_not_the_api(
+    instances: Instances, settings: Settings
+) -> None:
     nowhere = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     [client] = await instances.start(nowhere, 1)
+    [healthy] = await instances.start(settings, 1)  # same database, no Redis: signs the user up
 
-    owner = await sign_up(client, "Owner")
+    owner = client.as_user((await sign_up(healthy, "Owner")).token or "")
     task = await create_task(owner, await create_project(owner))
     data = await owner.execute(TASK, {"id": task["id"]})
+    refused = await client.post(
+        REGISTER, {"input": {"email": "late@example.com", "name": "Late", "password": PASSWORD}}
+    )
 
     assert data["task"]["createdBy"]["name"] == "Owner"
     assert instances.cache(0).stats.errors >= 1
     assert instances.cache(0).stats.hits == 0
+    # Failed sign-ins cannot be counted without Redis, so sign-ins stop (services/login_throttle.py).
+    assert refused["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
