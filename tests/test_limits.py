@@ -167,3 +167,12 @@ async def test_a_batch_has_at_most_its_operations_and_its_cost_is_the_sum(settin
     refused = [answer for answer in costly.json() if "errors" in answer]
     assert len(refused) == 1
     assert refused[0]["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX", "cost": 60_300, "maxCost": 50_000}
+
+
+async def test_a_field_repeated_side_by_side_is_refused(owner_client: GraphQLClient) -> None:
+    def repeated(count: int) -> str:
+        return "{ " + " ".join("__typename" for _ in range(count)) + " }"
+
+    assert not await _errors(owner_client, repeated(5))
+    [error] = await _errors(owner_client, repeated(6))
+    assert error["message"] == "`__typename` is selected more than 5 times in one place."

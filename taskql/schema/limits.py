@@ -1,14 +1,15 @@
 """What one GraphQL document may ask for, checked before anything runs.
 
-Depth, aliases and tokens use Strawberry's limiters; directives are counted here. The cost of an
-operation is GitHub's "node limit": every connection may return as many nodes as its `first`/`last`
-(the default page size when neither is given), once for each node of the connections around it,
-so `projects(first: 10) { tasks(first: 50) }` may return 10 + 10 × 50 = 510 nodes. operation_cost.py
-refuses and charges operations by it.
+Depth, aliases and tokens use Strawberry's limiters; directives and repeated fields are counted
+here. The cost of an operation is GitHub's "node limit": every connection may return as many nodes
+as its `first`/`last` (the default page size when neither is given), once for each node of the
+connections around it, so `projects(first: 10) { tasks(first: 50) }` may return 10 + 10 × 50 = 510
+nodes. operation_cost.py refuses and charges operations by it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -122,12 +123,30 @@ def _max_directives_rule(max_directives: int) -> type[ValidationRule]:
     return MaxDirectivesRule
 
 
+def _max_repeats_rule(max_repeats: int) -> type[ValidationRule]:
+    """A field asked for again and again in one selection (`{ __typename __typename … }`) adds work
+    and nothing else: GraphQL merges the copies. Fragments that select the same field are not counted."""
+
+    class MaxFieldRepeatsRule(ValidationRule):
+        def enter_selection_set(self, node: SelectionSetNode, *_: Any) -> None:
+            keys = Counter(
+                (field.alias or field.name).value for field in node.selections if isinstance(field, FieldNode)
+            )
+            repeated = [key for key, count in keys.items() if count > max_repeats]
+            if repeated:
+                self.report_error(
+                    GraphQLError(f"`{repeated[0]}` is selected more than {max_repeats} times in one place.", node)
+                )
+
+    return MaxFieldRepeatsRule
+
+
 def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """Factories: Strawberry builds a fresh extension per request from each."""
-    directives_rule = _max_directives_rule(settings.max_query_directives)
+    rules = [_max_directives_rule(settings.max_query_directives), _max_repeats_rule(settings.max_field_repeats)]
     return [
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_query_aliases),
-        lambda: AddValidationRules([directives_rule]),
+        lambda: AddValidationRules(rules),
     ]
