@@ -1,18 +1,21 @@
-"""`taskql serve` and `taskql export-schema`."""
+"""`taskql serve`, `taskql export-schema` and `taskql check-config`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
+from pydantic import ValidationError
 
 from taskql.schema.root import build_schema
-from taskql.server import build_app
 from taskql.settings import Settings
 
 SCHEMA_FILE = Path("schema.graphql")
+SECRET_SETTINGS = frozenset({"jwt_secret"})
 
 
 def schema_sdl() -> str:
@@ -25,14 +28,51 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", help="default: HOST setting (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default: PORT setting (8000)")
+    serve.add_argument("--workers", type=int, help="server processes; default: WORKERS setting (1)")
     export = commands.add_parser("export-schema", help="write the GraphQL SDL")
     export.add_argument("--output", type=Path, default=SCHEMA_FILE)
+    commands.add_parser("check-config", help="validate the settings from the environment and print them")
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
         args.output.write_text(schema_sdl())
         print(f"wrote {args.output}")
         return
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # without the input values: they may hold secrets
+        problems = (
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        sys.exit("invalid settings:\n" + "\n".join(problems))
+    if args.command == "check-config":
+        print(describe(settings))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(build_app(settings), host=args.host or settings.host, port=args.port or settings.port)
+    # SIGTERM: stop accepting, close WebSockets with 1012 (clients reconnect elsewhere and resume
+    # with `after`), let in-flight requests finish for up to shutdown_timeout_seconds, close pools.
+    uvicorn.run(
+        "taskql.server:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+    )
+
+
+def describe(settings: Settings) -> str:
+    """Every effective setting, one per line, secrets and credentials hidden."""
+    lines = []
+    for name, value in sorted(settings.model_dump().items()):
+        shown = "(hidden)" if name in SECRET_SETTINGS and value else _without_password(value)
+        lines.append(f"{name.upper()}={shown}")
+    return "\n".join(lines)
+
+
+def _without_password(value: object) -> object:
+    if isinstance(value, str) and "://" in value and "@" in value:
+        parts = urlsplit(value)
+        if parts.password:
+            return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return value

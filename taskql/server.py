@@ -12,6 +12,7 @@ import orjson
 from bson import ObjectId
 from cross_web import HTTPException
 from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -147,6 +148,7 @@ class TaskQLGraphQL(GraphQL):
 def build_app(settings: Settings | None = None) -> Starlette:
     """The TaskQL ASGI app. Connections are opened in its lifespan, one MongoDB client per process."""
     settings = settings or Settings()
+    redis = create_redis(settings)  # connects on first use; closed by the lifespan
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -156,7 +158,6 @@ def build_app(settings: Settings | None = None) -> Starlette:
             embedded = EmbeddedMongo(settings.data_dir)
             uri = await embedded.start()
         client = create_client(settings, uri)
-        redis = create_redis(settings)
         events = EventBroker(create_event_store(settings), buffer_size=settings.subscription_buffer_size)
         db = Database(client, settings)
         outbox = Outbox(db, events)
@@ -197,12 +198,22 @@ def build_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        """Ready to serve: MongoDB and (when configured) Redis answer; indexes were ensured at startup."""
         runtime: Runtime = request.app.state.runtime
+        failing = []
         try:
             await runtime.db.client.admin.command("ping")
         except PyMongoError:
             logger.warning("readiness check: MongoDB unreachable", exc_info=True)
-            return JSONResponse({"status": "unavailable", "failing": ["mongodb"]}, status_code=503)
+            failing.append("mongodb")
+        if redis is not None:
+            try:
+                await redis.ping()
+            except RedisError:
+                logger.warning("readiness check: Redis unreachable", exc_info=True)
+                failing.append("redis")
+        if failing:
+            return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     app = Starlette(
@@ -227,3 +238,8 @@ def build_app(settings: Settings | None = None) -> Starlette:
     # Every method reaches the view: http_protocol answers the ones GraphQL over HTTP does not allow.
     app.router.routes += [Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)]
     return app
+
+
+def create_app() -> Starlette:
+    """The app from the environment's settings: what each worker process of `taskql serve` imports."""
+    return build_app(Settings())

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     taskql_env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(1, ge=1, description="server processes `taskql serve` starts")
+    shutdown_timeout_seconds: float = Field(
+        30, gt=0, description="on SIGTERM: how long in-flight requests may take before the process exits anyway"
+    )
     data_dir: Path = Path(".data")
 
     # MongoDB. No URI means: start the embedded SecantusDB server under data_dir.

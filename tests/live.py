@@ -61,6 +61,15 @@ class LiveServer:
             time.sleep(0.1)
         raise RuntimeError("the server did not become ready")
 
+    def terminate(self) -> None:
+        """SIGTERM, as an orchestrator stops a replica; wait() for the exit."""
+        assert self._process is not None
+        self._process.terminate()
+
+    def wait(self, timeout: float) -> int:
+        assert self._process is not None
+        return self._process.wait(timeout)
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
