@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -48,7 +47,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "check-config":
         print(describe(settings))
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # SIGTERM: stop accepting, close WebSockets with 1012 (clients reconnect elsewhere and resume
     # with `after`), let in-flight requests finish for up to shutdown_timeout_seconds, close pools.
     uvicorn.run(
@@ -58,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        log_config=None,  # each process configures its own logs (create_app)
     )
 
 

@@ -26,7 +26,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from taskql import http_protocol
+from taskql import http_protocol, logs
 from taskql.auth.passwords import Passwords
 from taskql.auth.tokens import TokenIssuer
 from taskql.body_limit import BodyLimitMiddleware
@@ -38,6 +38,7 @@ from taskql.embedded import EmbeddedMongo
 from taskql.events.broker import EventBroker
 from taskql.events.store import create_event_store
 from taskql.loaders.cache import create_cache, create_redis
+from taskql.logs import AccessLogMiddleware, configure_logging
 from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import create_counters
 from taskql.request_id import RequestIdMiddleware
@@ -93,6 +94,7 @@ class TaskQLGraphQL(GraphQL):
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         response_data = await super().process_result(request, result)
+        logs.note_error_codes(request.state, [e.extensions.get("code") for e in result.errors or [] if e.extensions])
         if http_protocol.negotiate(request.headers.get("accept")) == http_protocol.GRAPHQL_RESPONSE_JSON:
             if http_protocol.is_request_error(dict(response_data)):
                 del response_data["data"]  # the spec: a request that was not executed has no `data`
@@ -220,6 +222,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
         routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(AccessLogMiddleware),
             Middleware(SecurityHeadersMiddleware, production=settings.is_production),
             # No credentials: the API authenticates with the Authorization header, never cookies.
             Middleware(
@@ -242,4 +245,6 @@ def build_app(settings: Settings | None = None) -> Starlette:
 
 def create_app() -> Starlette:
     """The app from the environment's settings: what each worker process of `taskql serve` imports."""
-    return build_app(Settings())
+    settings = Settings()
+    configure_logging(settings)
+    return build_app(settings)

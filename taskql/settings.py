@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1, description="server processes `taskql serve` starts")
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON in production, text otherwise
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_timeout_seconds: float = Field(
         30, gt=0, description="on SIGTERM: how long in-flight requests may take before the process exits anyway"
     )
@@ -99,6 +101,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.taskql_env == "production"
+
+    @property
+    def uses_json_logs(self) -> bool:
+        return self.log_format == "json" or (self.log_format == "auto" and self.is_production)
 
     @property
     def access_token_ttl(self) -> timedelta:

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
 from taskql.context import Context
+from taskql.logs import note_operation
 from taskql.rate_limits import Budget, Usage
 from taskql.schema.limits import query_cost
 from taskql.services.common import Deps
@@ -53,6 +54,14 @@ class OperationCost(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         execution = self.execution_context
         if execution.graphql_document is not None:
+            if isinstance(execution.context.request, Request):
+                viewer = execution.context.deps.viewer
+                note_operation(
+                    execution.context.request.state,
+                    execution.operation_name,
+                    execution.operation_type.value,
+                    str(viewer.id) if viewer else None,
+                )
             settings = execution.context.deps.runtime.settings
             cost = query_cost(
                 execution.schema._schema, execution.graphql_document, execution.operation_name, execution.variables
