@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
 
 import uvicorn
 from pydantic import ValidationError
 
 from taskql.schema.root import build_schema
+from taskql.seed import DEMO_PASSWORD, SeedPlan, seed
 from taskql.settings import Settings
 
 SCHEMA_FILE = Path("schema.graphql")
@@ -31,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     export = commands.add_parser("export-schema", help="write the GraphQL SDL")
     export.add_argument("--output", type=Path, default=SCHEMA_FILE)
     commands.add_parser("check-config", help="validate the settings from the environment and print them")
+    seed_command = commands.add_parser("seed", help="write demo users, projects and tasks")
+    seed_command.add_argument("--users", type=int, default=10)
+    seed_command.add_argument("--projects", type=int, default=5)
+    seed_command.add_argument("--tasks", type=int, default=40, help="per project")
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
@@ -46,6 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("invalid settings:\n" + "\n".join(problems))
     if args.command == "check-config":
         print(describe(settings))
+        return
+    if args.command == "seed":
+        if args.users < 1 or args.projects < 0 or args.tasks < 0:
+            sys.exit("seed needs at least one user, and no negative counts")
+        plan = SeedPlan(users=args.users, projects=args.projects, tasks_per_project=args.tasks, run_id=uuid4().hex[:6])
+        emails = asyncio.run(seed(settings, plan))
+        print(f"{len(emails)} users, password {DEMO_PASSWORD!r}: {', '.join(emails)}")
         return
     # SIGTERM: stop accepting, close WebSockets with 1012 (clients reconnect elsewhere and resume
     # with `after`), let in-flight requests finish for up to shutdown_timeout_seconds, close pools.
