@@ -7,7 +7,6 @@ search terms, the activity trail, cache entries and live events.
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from taskql.context import Context, authenticated_deps
+from taskql.progress import ProgressBar
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.services.common import Runtime
@@ -41,22 +41,6 @@ class SeedPlan:
     projects: int
     tasks_per_project: int
     run_id: str  # keeps the emails of two seedings apart
-
-
-class Progress:
-    """One line on stderr, rewritten as the work advances."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        filled = 30 * self.done // self.total
-        sys.stderr.write(f"\r{label:<10} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
-        if self.done == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 class _Api:
@@ -86,37 +70,46 @@ async def seed(settings: Settings, plan: SeedPlan) -> list[str]:
     settings = settings.model_copy(update={"rate_limit_user_points": 10**9, "rate_limit_ip_points": 10**9})
     app = build_app(settings)
     rng = random.Random(plan.run_id)
-    progress = Progress(plan.users + plan.projects * (1 + plan.tasks_per_project))
     async with app.router.lifespan_context(app):
         api = _Api(app.state.runtime, settings)
         users = []
-        for n in range(plan.users):
-            email = f"demo{n + 1}-{plan.run_id}@example.com"
-            account = {"email": email, "name": f"Demo User {n + 1}", "password": DEMO_PASSWORD}
-            registered = await api.call(None, REGISTER, {"i": account})
-            users.append((registered["accessToken"], registered["user"]["id"], email))
-            progress.step("users")
-        for p in range(plan.projects):
-            token, owner_id, owner_email = users[p % len(users)]
-            project = (await api.call(token, CREATE_PROJECT, {"i": {"name": f"Demo project {p + 1}"}}))["project"]
-            members = [owner_id]
-            for _, user_id, email in rng.sample(users, k=min(3, len(users))):
-                if email != owner_email:
-                    role = rng.choice(["EDITOR", "VIEWER"])
-                    await api.call(token, ADD_MEMBER, {"i": {"projectId": project["id"], "email": email, "role": role}})
-                    members.append(user_id)
-            progress.step("projects")
-            for _ in range(plan.tasks_per_project):
-                due = datetime.now(UTC) + timedelta(days=rng.randint(-7, 21))
-                task = {
-                    "projectId": project["id"],
-                    "title": f"{rng.choice(VERBS)} {rng.choice(THINGS)}",
-                    "status": rng.choice(STATUSES),
-                    "priority": rng.choice(PRIORITIES),
-                    "tags": rng.sample(TAGS, k=rng.randint(0, 2)),
-                    "dueAt": due.isoformat() if rng.random() < 0.7 else None,
-                    "assigneeId": rng.choice([*members, None]),
-                }
-                await api.call(token, CREATE_TASK, {"i": task})
-                progress.step("tasks")
+        with ProgressBar("users", plan.users) as bar:
+            for n in range(plan.users):
+                email = f"demo{n + 1}-{plan.run_id}@example.com"
+                account = {"email": email, "name": f"Demo User {n + 1}", "password": DEMO_PASSWORD}
+                registered = await api.call(None, REGISTER, {"i": account})
+                users.append((registered["accessToken"], registered["user"]["id"], email))
+                bar.advance()
+        projects = []  # (owner's token, project id, member ids)
+        with ProgressBar("projects", plan.projects) as bar:
+            for p in range(plan.projects):
+                token, owner_id, owner_email = users[p % len(users)]
+                project = await api.call(token, CREATE_PROJECT, {"i": {"name": f"Demo project {p + 1}"}})
+                project_id = project["project"]["id"]
+                members = [owner_id]
+                for _, user_id, email in rng.sample(users, k=min(3, len(users))):
+                    if email != owner_email:
+                        member = {"projectId": project_id, "email": email, "role": rng.choice(["EDITOR", "VIEWER"])}
+                        await api.call(token, ADD_MEMBER, {"i": member})
+                        members.append(user_id)
+                projects.append((token, project_id, members))
+                bar.advance()
+        with ProgressBar("tasks", plan.projects * plan.tasks_per_project) as bar:
+            for token, project_id, members in projects:
+                for _ in range(plan.tasks_per_project):
+                    await api.call(token, CREATE_TASK, {"i": _demo_task(rng, project_id, members)})
+                    bar.advance()
     return [email for _, _, email in users]
+
+
+def _demo_task(rng: random.Random, project_id: str, members: list[str]) -> dict[str, Any]:
+    due = datetime.now(UTC) + timedelta(days=rng.randint(-7, 21))
+    return {
+        "projectId": project_id,
+        "title": f"{rng.choice(VERBS)} {rng.choice(THINGS)}",
+        "status": rng.choice(STATUSES),
+        "priority": rng.choice(PRIORITIES),
+        "tags": rng.sample(TAGS, k=rng.randint(0, 2)),
+        "dueAt": due.isoformat() if rng.random() < 0.7 else None,
+        "assigneeId": rng.choice([*members, None]),
+    }

@@ -31,10 +31,11 @@ def test_seed_writes_users_projects_and_tasks_through_the_api(mongodb_uri: str, 
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    # A progress line (3 users + 2 projects + 8 tasks), rewritten in place as the work advances.
-    steps = [token for token in result.stderr.split() if token.endswith("/13")]
-    assert steps == [f"{n}/13" for n in range(1, 14)]
-    assert result.stderr.rstrip().endswith("[" + "#" * 30 + "] 13/13")
+    # One progress bar per step, redrawn in place as the work advances, each ending full.
+    for label, total in (("users", 3), ("projects", 2), ("tasks", 8)):
+        steps = [token for token in result.stderr.split() if token.endswith(f"/{total}")]
+        assert steps == [f"{n}/{total}" for n in range(total + 1)]
+        assert f"{label:<9}[{'#' * 30}] {total:>7,}/{total:,}  " in result.stderr
     assert "3 users, password" in result.stdout
 
     with MongoClient(mongodb_uri) as client:

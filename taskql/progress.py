@@ -1,4 +1,4 @@
-"""A dependency-free progress bar for the seeding steps."""
+"""A dependency-free progress bar for seeding steps (`taskql seed`, and the benchmarks' datasets)."""
 
 from __future__ import annotations
 
