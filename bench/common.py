@@ -103,8 +103,3 @@ def environment(packages: tuple[str, ...], redis_server_version: str) -> dict[st
         },
         "versions": {**{name: metadata.version(name) for name in packages}, "redis-server": redis_server_version},
     }
-
-
-# The benchmarks measure throughput, not the rate limits: one user sends thousands of requests from
-# one address. The budgets are lifted, but every request is still charged (the Lua script runs).
-UNLIMITED_RATE = {"rate_limit_user_points": 1_000_000_000, "rate_limit_ip_points": 1_000_000_000}

@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Values that must never sign production tokens (copied from examples and templates).
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development", "test"})
 MIN_SECRET_LENGTH = 32
+# Budgets that never run out, for callers that are not clients: `taskql seed` (the server's own
+# calls), the benchmarks and the tests (one user, thousands of requests, one address).
+UNLIMITED_RATE = {"rate_limit_user_points": 1_000_000_000, "rate_limit_ip_points": 1_000_000_000}
 
 
 class Settings(BaseSettings):

@@ -22,11 +22,9 @@ from starlette.requests import HTTPConnection
 from taskql.context import Context, authenticated_deps
 from taskql.schema.root import build_schema
 from taskql.server import build_app
-from taskql.settings import Settings
+from taskql.settings import UNLIMITED_RATE, Settings
 
 TEST_SECRET = "test-secret-" + "x" * 40
-# Tests share 127.0.0.1 and, some of them, one Redis: only the rate-limit tests keep the budgets.
-UNLIMITED_RATE = {"rate_limit_user_points": 1_000_000_000, "rate_limit_ip_points": 1_000_000_000}
 PASSWORD = "correct horse battery"
 _emails = itertools.count()
 
@@ -82,7 +80,7 @@ def settings(mongodb_uri: str, tmp_path: Path) -> Settings:
         mongodb_database=f"test_{uuid.uuid4().hex[:12]}",
         jwt_secret=TEST_SECRET,
         data_dir=tmp_path,
-        **UNLIMITED_RATE,
+        **UNLIMITED_RATE,  # tests share 127.0.0.1 and some share one Redis: only test_rate_limits keeps budgets
     )
 
 

@@ -15,7 +15,8 @@ import httpx
 from gql import Client, GraphQLRequest, gql
 from gql.transport.websockets import WebsocketsTransport
 
-from tests.conftest import PASSWORD, TEST_SECRET, UNLIMITED_RATE, free_port
+from taskql.settings import UNLIMITED_RATE
+from tests.conftest import PASSWORD, TEST_SECRET, free_port
 
 TASK_EVENTS = gql(
     """
