@@ -206,14 +206,22 @@ async def test_a_write_back_of_a_version_read_before_an_update_is_refused(
     assert (read["title"], read["version"]) == ("v2", 2)
 
 
-async def test_requests_survive_a_redis_outage_and_the_cache_resumes(
-    instances: Instances, settings: Settings, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
+async def cached_task(
+    instances: Instances, settings: Settings, private_redis: RedisServer
+) -> tuple[GraphQLClient, dict[str, Any]]:
+    """An instance on the test's own Redis (retrying it quickly), and a task of its owner, read once: cached."""
     redis_settings = settings.model_copy(update={"redis_url": private_redis.url, "cache_retry_seconds": 0.2})
     [client] = await instances.start(redis_settings, 1)
     owner = await sign_up(client, "Owner")
     task = await create_task(owner, await create_project(owner))
     await owner.execute(TASK, {"id": task["id"]})
+    return owner, task
+
+
+async def test_requests_survive_a_redis_outage_and_the_cache_resumes(
+    instances: Instances, settings: Settings, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner, task = await cached_task(instances, settings, private_redis)
     caplog.set_level(logging.WARNING, logger="taskql.cache")
 
     private_redis.stop()
@@ -240,11 +248,7 @@ async def test_writes_during_an_outage_never_let_the_old_entry_be_served(
 ) -> None:
     # The cache keeps its data (a pause, not a restart): the entry cached before the outage is older
     # than the database, and the instance must not serve it once Redis answers again.
-    redis_settings = settings.model_copy(update={"redis_url": private_redis.url, "cache_retry_seconds": 0.2})
-    [client] = await instances.start(redis_settings, 1)
-    owner = await sign_up(client, "Owner")
-    task = await create_task(owner, await create_project(owner))
-    await owner.execute(TASK, {"id": task["id"]})
+    owner, task = await cached_task(instances, settings, private_redis)
     admin = Redis.from_url(private_redis.url)
 
     await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
