@@ -93,16 +93,16 @@ class TaskQLGraphQL(GraphQL):
         return sub_response
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
-        response_data = await super().process_result(request, result)
         logs.note_error_codes(request.state, [e.extensions.get("code") for e in result.errors or [] if e.extensions])
-        if http_protocol.negotiate(request.headers.get("accept")) == http_protocol.GRAPHQL_RESPONSE_JSON:
-            if http_protocol.is_request_error(dict(response_data)):
-                del response_data["data"]  # the spec: a request that was not executed has no `data`
-        return response_data
+        return await super().process_result(request, result)
 
     def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
     ) -> Response:
+        if sub_response.media_type == http_protocol.GRAPHQL_RESPONSE_JSON:
+            for answer in response_data if isinstance(response_data, list) else [response_data]:
+                if http_protocol.is_request_error(answer):
+                    del answer["data"]  # the spec: a request that was not executed has no `data`
         response = super().create_response(response_data, sub_response)
         retry_after = http_protocol.retry_after(response_data)
         if retry_after is not None:
