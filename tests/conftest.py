@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import shutil
 import socket
@@ -20,6 +21,8 @@ from secantus import SecantusDBServer
 from starlette.requests import HTTPConnection
 
 from taskql.context import Context, authenticated_deps
+from taskql.events.broker import Subscription
+from taskql.events.store import Entry
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import UNLIMITED_RATE, Settings
@@ -312,3 +315,12 @@ async def subscribe(app: Any, client: GraphQLClient, document: str, **variables:
     deps = await authenticated_deps(app.state.runtime, connection, f"Bearer {client.token}")
     context = Context(request=None, response=None, request_id="test", deps=deps)  # type: ignore[arg-type]
     return await SCHEMA.subscribe(document, variables, context_value=context)
+
+
+async def next_within(subscription: Subscription, seconds: float) -> Entry | None:
+    """The subscription's next entry, or None if none arrives within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await subscription.next()
+    except TimeoutError:
+        return None

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from taskql.errors import BadUserInput
 from taskql.events.broker import CursorExpired, EventBroker, SubscriberTooSlow, Subscription
 from taskql.events.store import EventStore, MemoryEventStore, RedisEventStore, parse_id
+from tests.conftest import next_within
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -40,7 +41,7 @@ async def publish(broker: EventBroker, name: str, n: int) -> str:
 async def drain(subscription: Subscription, count: int) -> list[int]:
     numbers = []
     for _ in range(count):
-        entry = await subscription.next(timeout=5)
+        entry = await next_within(subscription, 5)
         assert entry is not None, f"only {len(numbers)} of {count} arrived"
         numbers.append(entry.payload["n"])
     return numbers
@@ -65,7 +66,7 @@ async def test_resuming_replays_then_continues_live_without_gap_or_duplicate(
         received = await drain(subscription, 9)
 
     assert received == list(range(1, 10))
-    assert await subscription.next(timeout=0.2) is None
+    assert await next_within(subscription, 0.2) is None
 
 
 async def test_an_ended_subscription_delivers_nothing_more(store: EventStore, request: pytest.FixtureRequest) -> None:
@@ -112,7 +113,7 @@ async def test_a_slow_subscriber_is_dropped_without_delaying_the_others(request:
         assert received == list(range(10))
         assert await drain(slow, 3) == [0, 1, 2]
         with pytest.raises(SubscriberTooSlow):
-            await slow.next(timeout=1)
+            await next_within(slow, 1)
 
 
 async def test_a_cursor_older_than_the_retained_events_is_refused(request: pytest.FixtureRequest) -> None:

@@ -13,7 +13,7 @@ from taskql.schema.relay import decode_id
 from taskql.services.common import Runtime, utcnow
 from taskql.services.outbox import Outbox
 from taskql.settings import Settings
-from tests.conftest import GraphQLClient, RedisServer, create_task
+from tests.conftest import GraphQLClient, RedisServer, create_task, next_within
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ async def logged_events(broker: EventBroker, project_id: str) -> list[dict[str, 
     async with broker.subscribe(str(decode_id(project_id, "Project"))) as subscription:
         await subscription.replay_after("0-0")
         payloads = []
-        while (entry := await subscription.next(timeout=0.2)) is not None:
+        while (entry := await next_within(subscription, 0.2)) is not None:
             payloads.append(entry.payload)
     return payloads
 

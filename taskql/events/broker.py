@@ -125,8 +125,8 @@ class Subscription:
                 return
             cursor = batch[-1].id
 
-    async def next(self, timeout: float | None = None) -> Entry | None:
-        """The next entry; None when `timeout` seconds pass without one, or once the subscription has ended."""
+    async def next(self) -> Entry | None:
+        """The next entry, waiting for it; None once the subscription has ended (end_after)."""
         while not self._ended:
             source = self._replay or self._buffer.entries
             if source:
@@ -138,14 +138,7 @@ class Subscription:
             if self._buffer.overflowed:
                 raise SubscriberTooSlow("Too many events were waiting for this subscriber: resume with `after`.")
             self._buffer.ready.clear()
-            if timeout is None:
-                await self._buffer.ready.wait()
-                continue
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._buffer.ready.wait()
-            except TimeoutError:
-                return None
+            await self._buffer.ready.wait()
         return None
 
 
