@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from opentelemetry.trace import Tracer
 from strawberry.dataloader import DataLoader
 
 from taskql.db.client import Database
@@ -19,9 +20,11 @@ from taskql.loaders.request import Loaders
 _create_batching_loaders = Loaders.create
 
 
-def create_per_field_loaders(db: Database, cache: EntityCache, *, max_batch_size: int) -> Loaders:
+def create_per_field_loaders(
+    db: Database, cache: EntityCache, *, max_batch_size: int, tracer: Tracer | None = None
+) -> Loaders:
     """Same signature as Loaders.create; `max_batch_size` is ignored, every batch is a single key."""
-    loaders = _create_batching_loaders(db, cache, max_batch_size=1)
+    loaders = _create_batching_loaders(db, cache, max_batch_size=1, tracer=tracer)
     for field in dataclasses.fields(loaders):
         loader: DataLoader[Any, Any] = getattr(loaders, field.name)
         # DataLoader checks this flag on every load, prime and clear: off, it keeps no per-request memo.

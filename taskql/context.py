@@ -55,7 +55,9 @@ class Context:
 
 
 def new_loaders(runtime: Runtime) -> Loaders:
-    return Loaders.create(runtime.db, runtime.cache, max_batch_size=runtime.settings.loader_max_batch_size)
+    return Loaders.create(
+        runtime.db, runtime.cache, max_batch_size=runtime.settings.loader_max_batch_size, tracer=runtime.tracer
+    )
 
 
 async def authenticated_deps(runtime: Runtime, connection: HTTPConnection, authorization: str | None) -> Deps:

@@ -1,6 +1,6 @@
 """Logs: one JSON object per line in production (for a log pipeline), readable text in development.
 
-Every HTTP request is logged once, when it ends, by AccessLogMiddleware: request id, user id,
+Every HTTP request is logged once, when it ends, by AccessLogMiddleware: request id, trace id, user id,
 GraphQL operations (name and type), duration, status and error codes. Never the query text, the
 variables (passwords travel there) or any header (tokens travel there).
 """
@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskql.settings import Settings
@@ -87,6 +88,7 @@ class AccessLogMiddleware:
             operations = state.get(OPERATIONS_KEY, [])
             fields = {
                 "request_id": state.get("request_id"),
+                "trace_id": current_trace_id(),
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status,
@@ -96,6 +98,12 @@ class AccessLogMiddleware:
                 "error_codes": sorted(set(state.get(ERROR_CODES_KEY, []))),
             }
             access_logger.info("%s %s %s", scope["method"], scope["path"], status, extra={FIELDS: fields})
+
+
+def current_trace_id() -> str | None:
+    """The trace of the running request (tracing.py), as trace viewers show it: 32 hex digits."""
+    span_context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
 
 
 def note_operation(state: Any, name: str | None, kind: str, user_id: str | None) -> None:

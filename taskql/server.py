@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 from bson import ObjectId
 from cross_web import HTTPException
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -47,6 +49,12 @@ from taskql.security_headers import SecurityHeadersMiddleware
 from taskql.services.common import Runtime
 from taskql.services.outbox import Outbox
 from taskql.settings import Settings
+from taskql.tracing import (
+    TracingMiddleware,
+    create_tracer_provider,
+    instrument_redis,
+    mongo_listeners,
+)
 
 logger = logging.getLogger("taskql.server")
 
@@ -57,9 +65,9 @@ _COUNTED_USER_KEY = "taskql.ws_user"
 class TaskQLGraphQL(GraphQL):
     """GraphQL over HTTP and WebSocket (graphql-transport-ws and legacy graphql-ws)."""
 
-    def __init__(self, app: Starlette, settings: Settings) -> None:
+    def __init__(self, app: Starlette, settings: Settings, tracer: Tracer | None) -> None:
         super().__init__(
-            build_schema(settings),
+            build_schema(settings, tracer=tracer),
             graphql_ide=None if settings.is_production else "graphiql",
             keep_alive=True,
             keep_alive_interval=settings.ws_keep_alive_seconds,
@@ -147,10 +155,16 @@ class TaskQLGraphQL(GraphQL):
         context.renew(deps)
 
 
-def build_app(settings: Settings | None = None) -> Starlette:
-    """The TaskQL ASGI app. Connections are opened in its lifespan, one MongoDB client per process."""
+def build_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> Starlette:
+    """The TaskQL ASGI app. Connections are opened in its lifespan, one MongoDB client per process.
+    Spans go to `tracer_provider`, by default the one TRACING_EXPORTER asks for (none: no tracing)."""
     settings = settings or Settings()
+    owns_tracer_provider = tracer_provider is None
+    if tracer_provider is None:
+        tracer_provider = create_tracer_provider(settings)
+    tracer = None if tracer_provider is None else tracer_provider.get_tracer("taskql")
     redis = create_redis(settings)  # connects on first use; closed by the lifespan
+    instrument_redis(redis, tracer_provider)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -159,8 +173,9 @@ def build_app(settings: Settings | None = None) -> Starlette:
         if uri is None:
             embedded = EmbeddedMongo(settings.data_dir)
             uri = await embedded.start()
-        client = create_client(settings, uri)
-        events = EventBroker(create_event_store(settings), buffer_size=settings.subscription_buffer_size)
+        client = create_client(settings, uri, listeners=mongo_listeners(tracer_provider))
+        event_store = create_event_store(settings, tracer_provider)
+        events = EventBroker(event_store, buffer_size=settings.subscription_buffer_size)
         db = Database(client, settings)
         outbox = Outbox(db, events)
         try:
@@ -184,6 +199,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 persisted_queries=PersistedQueries.create(
                     redis, ttl_seconds=settings.apq_ttl_seconds, allowlist_file=settings.persisted_operations_file
                 ),
+                tracer=tracer,
             )
             outbox.start()
             yield
@@ -195,6 +211,8 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 await redis.aclose()
             if embedded is not None:
                 await embedded.stop()
+            if owns_tracer_provider and tracer_provider is not None:
+                tracer_provider.shutdown()  # exports the spans still batched
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -222,7 +240,8 @@ def build_app(settings: Settings | None = None) -> Starlette:
         routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(AccessLogMiddleware),
+            *([] if tracer is None else [Middleware(TracingMiddleware, tracer=tracer)]),
+            Middleware(AccessLogMiddleware),  # inside the request's span: it logs the trace id
             Middleware(SecurityHeadersMiddleware, production=settings.is_production),
             # No credentials: the API authenticates with the Authorization header, never cookies.
             Middleware(
@@ -237,7 +256,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    graphql = TaskQLGraphQL(app, settings)
+    graphql = TaskQLGraphQL(app, settings, tracer)
     # Every method reaches the view: http_protocol answers the ones GraphQL over HTTP does not allow.
     app.router.routes += [Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)]
     return app

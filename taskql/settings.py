@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path(".data")
 
+    # Traces (tracing.py). The OTLP exporters read the standard OTEL_EXPORTER_OTLP_* variables.
+    tracing_exporter: Literal["none", "console", "otlp-http", "otlp-grpc"] = "none"
+    otel_service_name: str = Field("taskql", min_length=1, description="service.name of the spans")
+
     # MongoDB. No URI means: start the embedded SecantusDB server under data_dir.
     mongodb_uri: str | None = None
     mongodb_database: str = "taskql"

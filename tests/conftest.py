@@ -19,6 +19,7 @@ from asgi_lifespan import LifespanManager
 from pymongo import AsyncMongoClient, monitoring
 from secantus import SecantusDBServer
 from starlette.requests import HTTPConnection
+from strawberry import Schema
 
 from taskql.context import Context, authenticated_deps
 from taskql.events.broker import Subscription
@@ -309,12 +310,14 @@ def private_redis() -> Iterator[RedisServer]:
 SCHEMA = build_schema()
 
 
-async def subscribe(app: Any, client: GraphQLClient, document: str, **variables: Any) -> AsyncIterator[Any]:
+async def subscribe(
+    app: Any, client: GraphQLClient, document: str, schema: Schema = SCHEMA, **variables: Any
+) -> AsyncIterator[Any]:
     """A subscription run in process, as a WebSocket connection of `client` would run it."""
     connection = HTTPConnection({"type": "websocket", "headers": [], "client": ("127.0.0.1", 50000)})
     deps = await authenticated_deps(app.state.runtime, connection, f"Bearer {client.token}")
     context = Context(request=None, response=None, request_id="test", deps=deps)  # type: ignore[arg-type]
-    return await SCHEMA.subscribe(document, variables, context_value=context)
+    return await schema.subscribe(document, variables, context_value=context)
 
 
 async def next_within(subscription: Subscription, seconds: float) -> Entry | None:

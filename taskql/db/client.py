@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from pymongo import AsyncMongoClient, ReadPreference, WriteConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.monitoring import CommandListener
 from pymongo.read_concern import ReadConcern
 
 from taskql.settings import Settings
@@ -22,7 +23,7 @@ _READ_PREFERENCES = {
 }
 
 
-def create_client(settings: Settings, uri: str) -> AsyncMongoClient:
+def create_client(settings: Settings, uri: str, listeners: Sequence[CommandListener] = ()) -> AsyncMongoClient:
     """The one client of this process: pool, timeouts and tz-aware datetimes from settings."""
     return AsyncMongoClient(
         uri,
@@ -32,6 +33,7 @@ def create_client(settings: Settings, uri: str) -> AsyncMongoClient:
         timeoutMS=settings.mongodb_timeout_ms,
         serverSelectionTimeoutMS=settings.mongodb_server_selection_timeout_ms,
         appname="taskql",
+        event_listeners=list(listeners),
     )
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.exceptions import RedisError
 
 from taskql.errors import BadUserInput, DomainError
@@ -63,18 +64,21 @@ class _ProjectReader:
         self._task = asyncio.create_task(self._run(), name=f"events:{channel}")
 
     async def _run(self) -> None:
-        while not self._stopped:
-            try:
-                entries = await self._store.wait_after(self._channel, self.position, READ_BLOCK_SECONDS)
-            except RedisError as exc:
-                # Redis restarting: retry from the same position, so nothing written to the log is lost.
-                logger.warning("event log of %s unreachable, retrying: %s", self._channel, exc)
-                await asyncio.sleep(RECONNECT_DELAY_SECONDS)
-                continue
-            for entry in entries:
-                self.position = entry.id
-                for buffer in list(self.buffers):
-                    buffer.deliver(entry)
+        # Untraced: its blocking reads would sit, for as long as the reader lives, in the trace of the
+        # subscription that happened to start it.
+        with suppress_instrumentation():
+            while not self._stopped:
+                try:
+                    entries = await self._store.wait_after(self._channel, self.position, READ_BLOCK_SECONDS)
+                except RedisError as exc:
+                    # Redis restarting: retry from the same position, so nothing written to the log is lost.
+                    logger.warning("event log of %s unreachable, retrying: %s", self._channel, exc)
+                    await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+                    continue
+                for entry in entries:
+                    self.position = entry.id
+                    for buffer in list(self.buffers):
+                        buffer.deliver(entry)
 
     async def stop(self) -> None:
         # A blocking read being cancelled may surface as a connection error: the flag ends the loop anyway.

@@ -13,11 +13,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from taskql.codec import decode_document, encode_document
 from taskql.settings import Settings
+from taskql.tracing import instrument_redis
 
 ZERO_ID = "0-0"
 READ_BLOCK_SECONDS = 5.0  # a reader wakes at least this often
@@ -197,7 +199,7 @@ class MemoryEventStore:
         self._streams.clear()
 
 
-def create_event_store(settings: Settings) -> EventStore:
+def create_event_store(settings: Settings, tracer_provider: TracerProvider | None = None) -> EventStore:
     """A Redis Stream per project when Redis is configured, else memory (one process only)."""
     retention = {"max_length": settings.events_max_length, "max_age_seconds": settings.events_max_age_seconds}
     if settings.redis_url is None:
@@ -208,4 +210,5 @@ def create_event_store(settings: Settings) -> EventStore:
         socket_timeout=READ_BLOCK_SECONDS + 5,
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
+    instrument_redis(client, tracer_provider)
     return RedisEventStore(client, **retention)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+from opentelemetry.trace import Tracer
 
 from taskql.db.client import Database
 from taskql.loaders.cache import EntityCache
@@ -13,6 +16,7 @@ from taskql.loaders.children import (
     TaskPageByProjectLoader,
 )
 from taskql.loaders.entities import ProjectByIdLoader, TaskByIdLoader, UserByIdLoader
+from taskql.tracing import trace_batches
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,9 @@ class Loaders:
     activity_counts: ActivityCountByTaskLoader
 
     @classmethod
-    def create(cls, db: Database, cache: EntityCache, *, max_batch_size: int) -> Loaders:
+    def create(cls, db: Database, cache: EntityCache, *, max_batch_size: int, tracer: Tracer | None = None) -> Loaders:
         stats = cache.stats
-        return cls(
+        loaders = cls(
             users=UserByIdLoader(db, cache, max_batch_size=max_batch_size),
             projects=ProjectByIdLoader(db, cache, max_batch_size=max_batch_size),
             tasks=TaskByIdLoader(db, cache, max_batch_size=max_batch_size),
@@ -37,3 +41,7 @@ class Loaders:
             activity_pages=ActivityPageByTaskLoader(db, stats, max_batch_size=max_batch_size),
             activity_counts=ActivityCountByTaskLoader(db, stats, max_batch_size=max_batch_size),
         )
+        if tracer is not None:
+            for field in dataclasses.fields(loaders):
+                trace_batches(getattr(loaders, field.name), tracer)
+        return loaders

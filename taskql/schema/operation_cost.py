@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from graphql import GraphQLError
+from opentelemetry import trace
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,6 +67,7 @@ class OperationCost(SchemaExtension):
             cost = query_cost(
                 execution.schema._schema, execution.graphql_document, execution.operation_name, execution.variables
             )
+            trace.get_current_span().set_attribute("graphql.operation.cost", cost)
             request_cost = _add_to_request(execution.context, cost)
             if request_cost > settings.max_query_cost:
                 raise GraphQLError(

@@ -8,6 +8,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from opentelemetry.trace import Tracer
 from strawberry.extensions import DisableIntrospection, ParserCache, ValidationCache
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
@@ -29,6 +30,7 @@ from taskql.schema.shared_events import SharedEventExecutor
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
 from taskql.schema.users import AuthPayload, LogoutPayload, User, UserPayload
 from taskql.settings import Settings
+from taskql.tracing import GraphQLTracing
 
 
 def _query(resolver: Callable[..., Any], *, signed_in: bool = True) -> Any:
@@ -97,18 +99,22 @@ class TaskQLSchema(strawberry.Schema):
         format_errors(errors, getattr(context, "request_id", None))
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None, tracer: Tracer | None = None) -> strawberry.Schema:
     """The schema with the request limits of `settings` (defaults when None); in production, without
-    introspection or "Did you mean …" suggestions, which would map the API for an attacker."""
+    introspection or "Did you mean …" suggestions, which would map the API for an attacker. With a
+    tracer, operations and resolvers are traced (tracing.py)."""
     settings = settings or Settings(_env_file=None)
     production_only = [DisableIntrospection] if settings.is_production else []
+    # First: the operation's span is current while the other extensions run.
+    tracing = [] if tracer is None else [lambda: GraphQLTracing(tracer)]
     return TaskQLSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Project, Task],
         extensions=[
-            PersistedQueryExtension,  # first: the others need the document
+            *tracing,
+            PersistedQueryExtension,  # first of the others: they need the document
             *limit_extensions(settings),
             OperationCost,
             *production_only,

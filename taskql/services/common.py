@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from opentelemetry.trace import Tracer
+
 from taskql.auth.passwords import Passwords
 from taskql.auth.permissions import Viewer
 from taskql.auth.tokens import TokenIssuer
@@ -45,6 +47,7 @@ class Runtime:
     rate_limits: Counters
     trusted_proxies: tuple[Network, ...]
     persisted_queries: PersistedQueries
+    tracer: Tracer | None  # None: tracing is off
 
 
 @dataclass(frozen=True)

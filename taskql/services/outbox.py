@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
@@ -111,10 +112,12 @@ class Outbox:
             await self.clear_published()
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(RELAY_INTERVAL_SECONDS)
-            try:
-                while await self.relay_once() == RELAY_BATCH:
-                    pass
-            except PyMongoError as exc:
-                logger.warning("outbox unreachable: %s; retrying", exc)
+        # Untraced: a trace per poll, every second on every instance, would bury the requests' traces.
+        with suppress_instrumentation():
+            while True:
+                await asyncio.sleep(RELAY_INTERVAL_SECONDS)
+                try:
+                    while await self.relay_once() == RELAY_BATCH:
+                        pass
+                except PyMongoError as exc:
+                    logger.warning("outbox unreachable: %s; retrying", exc)
