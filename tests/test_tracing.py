@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -198,3 +204,76 @@ async def test_the_console_exporter_prints_the_spans_by_shutdown(
     printed = capsys.readouterr().out
     assert '"name": "query Ping"' in printed
     assert '"service.name": "taskql-test"' in printed
+
+
+class Collector:
+    """What an OpenTelemetry collector received: the export requests' spans, by service name."""
+
+    def __init__(self) -> None:
+        self.endpoint = ""
+        self.spans: list[tuple[str, str]] = []
+
+    def receive(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                self.spans += [(attributes["service.name"], span.name) for span in scope_spans.spans]
+
+
+@contextlib.contextmanager
+def otlp_http_collector() -> Iterator[Collector]:
+    collector = Collector()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+            body = self.rfile.read(int(self.headers["content-length"]))
+            assert self.path == "/v1/traces" and self.headers["content-type"] == "application/x-protobuf"
+            collector.receive(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+            self.send_response(200)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    collector.endpoint = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield collector
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def otlp_grpc_collector() -> Iterator[Collector]:
+    collector = Collector()
+
+    class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (the protocol's name)
+            collector.receive(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
+    collector.endpoint = f"http://127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        yield collector
+    finally:
+        server.stop(grace=None)
+
+
+@pytest.mark.parametrize(
+    ("exporter", "collector"), [("otlp-http", otlp_http_collector), ("otlp-grpc", otlp_grpc_collector)]
+)
+async def test_the_otlp_exporters_deliver_the_spans_to_a_collector(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, exporter: str, collector: Any
+) -> None:
+    with collector() as received:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", received.endpoint)  # the standard variable
+        app = build_app(settings.model_copy(update={"tracing_exporter": exporter}))
+        transport = httpx.ASGITransport(app=app)
+        async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await http.post("/graphql", json={"query": "query Ping { viewer { id } }"})
+
+    assert ("taskql", "query Ping") in received.spans
+    assert ("taskql", "POST /graphql") in received.spans
