@@ -37,6 +37,7 @@ from bench.common import (
 )
 from bench.dataset import Dataset, DatasetSpec, seed
 from bench.loadgen import LoadResult, run_load
+from bench.otlp_sink import ReceivedSpans, otlp_http_sink
 from bench.serve import MODES, STATS_PATH, Mode
 from taskql.db.client import Database, create_client
 from taskql.embedded import EmbeddedMongo
@@ -66,7 +67,7 @@ class LoadPlan:
 
 
 @contextlib.asynccontextmanager
-async def _server(mode: Mode, *, mongodb_uri: str, run_dir: Path, redis_url: str) -> AsyncIterator[str]:
+async def _server(mode: Mode, *, mongodb_uri: str, run_dir: Path, redis_url: str, otlp: str) -> AsyncIterator[str]:
     """A `bench.serve` process for `mode`; yields its base URL once it answers, stops it afterwards."""
     port = free_port()
     log_path = run_dir / f"server-{mode.name}.log"
@@ -74,7 +75,7 @@ async def _server(mode: Mode, *, mongodb_uri: str, run_dir: Path, redis_url: str
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "bench.serve", "--mode", mode.name, "--port", str(port)),
             *("--mongodb-uri", mongodb_uri, "--database", DATABASE),
-            *("--data-dir", str(run_dir), "--redis-url", redis_url),
+            *("--data-dir", str(run_dir), "--redis-url", redis_url, "--otlp-endpoint", otlp),
             cwd=REPO_ROOT,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
@@ -178,13 +179,21 @@ def _mode_result(mode: Mode, load: LoadResult, work: dict[str, Any], cache_error
 
 
 async def _bench_mode(
-    mode: Mode, plan: LoadPlan, *, mongodb_uri: str, run_dir: Path, redis_url: str, dataset: Dataset
+    mode: Mode,
+    plan: LoadPlan,
+    *,
+    mongodb_uri: str,
+    run_dir: Path,
+    redis_url: str,
+    dataset: Dataset,
+    spans: ReceivedSpans,
 ) -> tuple[dict[str, Any], Any]:
     """(result, answer) of one mode: its own server process on the shared database."""
     say(f"mode {mode.name} ({mode.description}): starting its server")
     limits = httpx.Limits(max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency)
+    spans_before = spans.total()
     async with (
-        _server(mode, mongodb_uri=mongodb_uri, run_dir=run_dir, redis_url=redis_url) as base_url,
+        _server(mode, mongodb_uri=mongodb_uri, run_dir=run_dir, redis_url=redis_url, otlp=spans.endpoint) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT, limits=limits) as http,
     ):
         headers = {"content-type": "application/json", "authorization": f"Bearer {await _login(http, dataset)}"}
@@ -194,7 +203,12 @@ async def _bench_mode(
         before = await _stats(http)
         load = await run_load(http, "/graphql", BODY, headers, concurrency=plan.concurrency, duration=plan.duration)
         cache_errors = (await _stats(http))["cache_errors"] - before["cache_errors"]
-    return _mode_result(mode, load, work, cache_errors), data
+    result = _mode_result(mode, load, work, cache_errors)
+    if mode.traced:  # the server has stopped, which exports the spans it still held
+        result["spans_exported"] = spans.total() - spans_before
+        if not result["spans_exported"]:
+            raise BenchError(f"mode {mode.name} exported no spans")
+    return result, data
 
 
 async def _seed(mongodb_uri: str, run_dir: Path, spec: DatasetSpec) -> Dataset:
@@ -217,7 +231,7 @@ async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], red
     # Fails early when Redis is unreachable: mode a would otherwise measure no cache.
     machine = environment(PACKAGES, await redis_version(redis_url))
     modes: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="taskql-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="taskql-bench-") as tmp, otlp_http_sink() as spans:
         run_dir = Path(tmp)
         mongo = EmbeddedMongo(run_dir)  # the same SecantusDB launcher `taskql serve` uses, as its own process
         mongodb_uri = await mongo.start()
@@ -227,7 +241,13 @@ async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], red
             reference: tuple[str, Any] | None = None
             for name in modes_to_run:
                 modes[name], answer = await _bench_mode(
-                    MODES[name], plan, mongodb_uri=mongodb_uri, run_dir=run_dir, redis_url=redis_url, dataset=dataset
+                    MODES[name],
+                    plan,
+                    mongodb_uri=mongodb_uri,
+                    run_dir=run_dir,
+                    redis_url=redis_url,
+                    dataset=dataset,
+                    spans=spans,
                 )
                 if reference is None:
                     reference = (name, answer)
@@ -256,14 +276,14 @@ async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], red
         },
         "responses_identical": True,  # checked above: a difference ends the run
         "modes": modes,
-        "ratios": {"a/c": _ratio(modes, "a", "c"), "a/b": _ratio(modes, "a", "b")},
+        "ratios": {"a/c": _ratio(modes, "a", "c"), "a/b": _ratio(modes, "a", "b"), "t/a": _ratio(modes, "t", "a")},
     }
 
 
 def _table(report: dict[str, Any]) -> str:
     rows = [
         f"{'mode':<5}{'setup':<23}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'n':>6}{'errors':>7}"
-        f"{'db cmds/req':>12}{'solo ms':>8}"
+        f"{'db cmds/req':>12}{'solo ms':>8}{'cpu ms':>7}"
     ]
     for name, mode in report["modes"].items():
         latency = mode["latency_ms"]
@@ -272,11 +292,15 @@ def _table(report: dict[str, Any]) -> str:
         rows.append(
             f"{name:<5}{mode['description']:<23}{mode['requests_per_second']:>7.2f}{p50:>8}{p99:>8}"
             f"{mode['requests']:>6}{mode['errors']:>7}{work['mongo_commands']:>12.0f}{work['latency_ms']:>8.0f}"
+            f"{work['server_cpu_ms']:>7.0f}"
         )
     ratios = [f"{pair} = {value:.2f}x" for pair, value in report["ratios"].items() if value is not None]
     if ratios:
         rows.append("requests/s ratios: " + ", ".join(ratios))
-    rows.append("n: requests measured; solo ms: latency of one request with nothing else in flight")
+    rows.append(
+        "n: requests measured; solo ms: latency of one request with nothing else in flight; "
+        "cpu ms: the server's CPU time for it"
+    )
     return "\n".join(rows)
 
 
@@ -285,7 +309,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, DatasetSpec
     parser = argparse.ArgumentParser(
         prog="python -m bench.loaders_cache", description="Benchmark loaders and cache on a nested query."
     )
-    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=sorted(MODES), help="(default: a b c)")
+    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=sorted(MODES), help="(default: a b c t)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per mode (default: 20)")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per mode first (default: 3)")

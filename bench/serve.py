@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Mode:
     description: str
     cache: bool  # the shared Redis entity cache
     per_field: bool  # no batching and no per-request memo: one query per resolved field
+    traced: bool = False  # every request traced, the spans exported over OTLP/HTTP
 
 
 MODES = {
@@ -42,6 +44,7 @@ MODES = {
         Mode("a", "loaders + Redis cache", cache=True, per_field=False),
         Mode("b", "loaders, no cache", cache=False, per_field=False),
         Mode("c", "per-field queries", cache=False, per_field=True),
+        Mode("t", "a, traced (OTLP)", cache=True, per_field=False, traced=True),
     )
 }
 
@@ -72,6 +75,7 @@ def settings_for(mode: Mode, *, mongodb_uri: str, database: str, data_dir: Path,
         data_dir=data_dir,
         redis_url=redis_url if mode.cache else None,
         cache_enabled=mode.cache,
+        tracing_exporter="otlp-http" if mode.traced else "none",
         **UNLIMITED_RATE,  # throughput, not the rate limits, is measured; every request is still charged
     )
 
@@ -83,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mongodb-uri", required=True)
     parser.add_argument("--database", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--redis-url", required=True, help="used by mode a only")
+    parser.add_argument("--redis-url", required=True, help="used by modes a and t only")
+    parser.add_argument("--otlp-endpoint", required=True, help="where mode t sends its spans")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint  # read by the exporter of mode t
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     commands = CommandMonitor()
