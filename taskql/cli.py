@@ -12,8 +12,7 @@ from uuid import uuid4
 import uvicorn
 from pydantic import ValidationError
 
-from taskql.schema.root import build_schema
-from taskql.seed import DEMO_PASSWORD, SeedPlan, seed
+from taskql.metrics_dir import shared_metrics_dir
 from taskql.settings import Settings
 
 SCHEMA_FILE = Path("schema.graphql")
@@ -21,6 +20,10 @@ SECRET_SETTINGS = frozenset({"jwt_secret"})
 
 
 def schema_sdl() -> str:
+    # The app is imported where it is used, here and for `seed`: `serve` must settle the metrics
+    # directory before anything imports prometheus_client (metrics_dir.py).
+    from taskql.schema.root import build_schema
+
     return build_schema().as_str() + "\n"
 
 
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         print(describe(settings))
         return
     if args.command == "seed":
+        from taskql.seed import DEMO_PASSWORD, SeedPlan, seed
+
         if args.users < 1 or args.projects < 0 or args.tasks < 0:
             sys.exit("seed needs at least one user, and no negative counts")
         plan = SeedPlan(users=args.users, projects=args.projects, tasks_per_project=args.tasks, run_id=uuid4().hex[:6])
@@ -63,15 +68,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     # SIGTERM: stop accepting, close WebSockets with 1012 (clients reconnect elsewhere and resume
     # with `after`), let in-flight requests finish for up to shutdown_timeout_seconds, close pools.
-    uvicorn.run(
-        "taskql.server:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-        log_config=None,  # each process configures its own logs (create_app)
-    )
+    workers = args.workers or settings.workers
+    with shared_metrics_dir(workers):  # before the workers import prometheus_client
+        uvicorn.run(
+            "taskql.server:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=workers,
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+            log_config=None,  # each process configures its own logs (create_app)
+        )
 
 
 def describe(settings: Settings) -> str:

@@ -28,7 +28,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from taskql import http_protocol, logs
+from taskql import http_protocol, logs, metrics
 from taskql.auth.passwords import Passwords
 from taskql.auth.tokens import TokenIssuer
 from taskql.body_limit import BodyLimitMiddleware
@@ -82,8 +82,11 @@ class TaskQLGraphQL(GraphQL):
             if refused is not None:
                 await refused(scope, receive, send)
                 return
+        websocket = scope["type"] == "websocket"
+        open_socket = metrics.WEBSOCKET_CONNECTIONS.track_inprogress() if websocket else contextlib.nullcontext()
         try:
-            await super().__call__(scope, receive, send)
+            with open_socket:
+                await super().__call__(scope, receive, send)
         finally:
             counted_user = scope.get(_COUNTED_USER_KEY)
             if counted_user is not None:
@@ -204,6 +207,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
             outbox.start()
             yield
         finally:
+            metrics.process_exiting()
             await outbox.stop()
             await events.close()
             await client.close()
@@ -256,6 +260,8 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         ],
         lifespan=lifespan,
     )
+    if settings.metrics_enabled:
+        app.router.routes.append(Route("/metrics", metrics.endpoint))  # for the scraper only: see metrics.py
     graphql = TaskQLGraphQL(app, settings, tracer)
     # Every method reaches the view: http_protocol answers the ones GraphQL over HTTP does not allow.
     app.router.routes += [Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)]

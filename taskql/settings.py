@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     tracing_exporter: Literal["none", "console", "otlp-http", "otlp-grpc"] = "none"
     otel_service_name: str = Field("taskql", min_length=1, description="service.name of the spans")
 
+    # Prometheus metrics (metrics.py) at GET /metrics; false: no such route, no per-operation timing.
+    metrics_enabled: bool = True
+    metrics_resolver_sample_rate: float = Field(
+        0.1, ge=0, le=1, description="share of root-field resolutions timed (timing every one costs CPU)"
+    )
+
     # MongoDB. No URI means: start the embedded SecantusDB server under data_dir.
     mongodb_uri: str | None = None
     mongodb_database: str = "taskql"

@@ -28,6 +28,7 @@ from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from taskql import metrics
 from taskql.codec import decode_document, encode_document
 from taskql.settings import Settings
 
@@ -131,7 +132,7 @@ class MemoryBackend:
 
 @dataclass
 class CacheStats:
-    """Per-process counters, exposed as metrics."""
+    """Counters of one cache (the tests read them); the process's Prometheus metrics move with them."""
 
     hits: int = 0
     misses: int = 0
@@ -141,7 +142,14 @@ class CacheStats:
     largest_batch: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
-    def record_batch(self, size: int) -> None:
+    def record_lookups(self, kind: str, hits: int, misses: int) -> None:
+        self.hits += hits
+        self.misses += misses
+        metrics.CACHE_REQUESTS.labels(kind, "hit").inc(hits)
+        metrics.CACHE_REQUESTS.labels(kind, "miss").inc(misses)
+
+    def record_batch(self, loader: str, size: int) -> None:
+        metrics.LOADER_BATCH_SIZE.labels(loader).observe(size)
         self.batches += 1
         self.batched_keys += size
         self.largest_batch = max(self.largest_batch, size)
@@ -179,8 +187,7 @@ class EntityCache:
             if payload == _UNKNOWN:
                 continue
             found[object_id] = None if payload == _DELETED else decode_document(payload)
-        self.stats.hits += len(found)
-        self.stats.misses += len(ids) - len(found)
+        self.stats.record_lookups(kind, hits=len(found), misses=len(ids) - len(found))
         return found
 
     async def put_many(self, kind: str, docs: Sequence[Mapping[str, Any]]) -> None:

@@ -39,7 +39,7 @@ class ByParentLoader(DataLoader[tuple[ObjectId, S], V], Generic[S, V]):
         max_batch_size: int,
     ) -> None:
         async def load(keys: Sequence[tuple[ObjectId, S]]) -> list[V]:
-            stats.record_batch(len(keys))
+            stats.record_batch(type(self).__name__, len(keys))
             parents_by_shape: dict[S, list[ObjectId]] = defaultdict(list)
             for parent_id, shape in keys:
                 parents_by_shape[shape].append(parent_id)

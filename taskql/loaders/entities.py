@@ -42,7 +42,7 @@ class ByIdLoader(DataLoader[ObjectId, "R | None"], Generic[R]):
         super().__init__(load_fn=self._load, max_batch_size=max_batch_size)
 
     async def _load(self, ids: Sequence[ObjectId]) -> list[R | None]:
-        self._cache.stats.record_batch(len(ids))
+        self._cache.stats.record_batch(type(self).__name__, len(ids))
         cached = await self._cache.get_many(self.kind, ids)
         found: dict[ObjectId, R | None] = {
             object_id: type(self).parse(doc) if doc else None for object_id, doc in cached.items()

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
+from taskql.metrics import SUBSCRIPTIONS
 from taskql.schema.events import TaskEvent
 from taskql.schema.relay import decode_id
 
@@ -17,5 +18,7 @@ async def task_events(
     received as `after`: the missed events come first, then live ones, none twice."""
     context = info.context
     events = context.task_events.stream(decode_id(project_id, "Project", argument="projectId"), after)
-    async for event in events:
-        yield TaskEvent.from_record(event)
+    # Until it ends however it ends: an error, the client leaving (the generator is closed), a shutdown.
+    with SUBSCRIPTIONS.track_inprogress():
+        async for event in events:
+            yield TaskEvent.from_record(event)

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
+from taskql import metrics
 from taskql.context import Context
 from taskql.logs import note_operation
 from taskql.rate_limits import Budget, Usage
@@ -111,6 +112,7 @@ async def _charge(deps: Deps, points: int) -> Usage | None:
             if tightest is None or not usage.allowed or usage.remaining < tightest.remaining:
                 tightest = usage
             if not usage.allowed:
+                metrics.RATE_LIMIT_REJECTIONS.labels(budget.name).inc()
                 break
     except RedisError as exc:
         logger.warning("rate limits unavailable, not counting this operation: %s", exc)

@@ -23,6 +23,7 @@ from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
 from taskql.schema.limits import limit_extensions
+from taskql.schema.metrics import count_errors, metrics_extensions
 from taskql.schema.operation_cost import OperationCost
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
@@ -97,6 +98,7 @@ class TaskQLSchema(strawberry.Schema):
         """Codes and masks errors; logs only unexpected ones (with the request id), not expected failures."""
         context = execution_context.context if execution_context else None
         format_errors(errors, getattr(context, "request_id", None))
+        count_errors(errors)  # here, as every error passes here once, with its code
 
 
 def build_schema(settings: Settings | None = None, tracer: Tracer | None = None) -> strawberry.Schema:
@@ -107,6 +109,8 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
     production_only = [DisableIntrospection] if settings.is_production else []
     # First: the operation's span is current while the other extensions run.
     tracing = [] if tracer is None else [lambda: GraphQLTracing(tracer)]
+    # Next: an operation's duration includes what the other extensions do (parsing, limits, cost).
+    measuring = metrics_extensions(settings.metrics_resolver_sample_rate) if settings.metrics_enabled else []
     return TaskQLSchema(
         query=Query,
         mutation=Mutation,
@@ -114,6 +118,7 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
         types=[User, Project, Task],
         extensions=[
             *tracing,
+            *measuring,
             PersistedQueryExtension,  # first of the others: they need the document
             *limit_extensions(settings),
             OperationCost,

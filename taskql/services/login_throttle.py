@@ -17,6 +17,7 @@ import logging
 
 from redis.exceptions import RedisError
 
+from taskql import metrics
 from taskql.errors import RateLimited, Unavailable
 from taskql.rate_limits import Budget
 from taskql.services.common import Deps
@@ -44,6 +45,7 @@ class LoginThrottle:
             raise Unavailable(UNAVAILABLE) from exc
         blocked = [usage for usage in usages if usage.remaining == 0]
         if blocked:
+            metrics.RATE_LIMIT_REJECTIONS.labels(self._budget.name).inc()
             retry_after = max(usage.reset_seconds for usage in blocked)
             raise RateLimited(TOO_MANY.format(seconds=retry_after), retry_after=retry_after)
 
