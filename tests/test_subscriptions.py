@@ -72,6 +72,8 @@ async def until_live(owner: User, project_id: str, subscriber: Subscriber) -> in
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.3):
                 while not any(e["task"]["title"] == title for e in subscriber.events):
+                    # wait_for returns at once after a failure: without this, a spin the timeout never interrupts
+                    assert subscriber.error is None, f"the subscription failed: {subscriber.error!r}"
                     await subscriber.wait_for(len(subscriber.events) + 1)
                 return len(subscriber.events)
     raise AssertionError("the subscription never became live")
