@@ -16,7 +16,7 @@ from secantus import SecantusDBServer
 
 from taskql.server import build_app
 from taskql.settings import Settings
-from tests.conftest import TEST_SECRET, GraphQLClient, sign_up
+from tests.conftest import TEST_SECRET, GraphQLClient, create_project, create_task, sign_up
 
 VIEWER = "{ viewer { id name } }"
 CREATE_USER_REQUEST = 'mutation { login(input: {email: "a@b.io", password: "whatever1"}) { user { id } } }'
@@ -116,3 +116,17 @@ async def test_production_serves_no_graphiql(settings: Settings) -> None:
 
     assert "graphiql" not in page.text.lower()
     assert query.json() == {"data": {"viewer": None}}
+
+
+async def test_writes_keep_working_with_a_secondary_read_preference_in_the_uri(settings: Settings) -> None:
+    # Transactions must read from the primary: they must not inherit the client's read preference.
+    uri = settings.mongodb_uri.rstrip("/") + "/?readPreference=secondaryPreferred"
+    app = build_app(settings.model_copy(update={"mongodb_uri": uri, "mongodb_read_preference": "secondaryPreferred"}))
+    transport = httpx.ASGITransport(app=app)
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert app.state.runtime.db.supports_transactions
+        owner = await sign_up(GraphQLClient(http), "Owner")
+        project_id = await create_project(owner)
+        task = await create_task(owner, project_id, title="Written in a transaction")
+
+    assert task["title"] == "Written in a transaction"

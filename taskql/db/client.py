@@ -87,6 +87,11 @@ class Database:
         if not self.supports_transactions:
             return await work(None)
         async with self.client.start_session() as session:
+            # Primary: a transaction that reads must, and it would otherwise take the client's read
+            # preference, which a MONGODB_URI may set (readPreference=...).
             return await session.with_transaction(
-                work, read_concern=ReadConcern("majority"), write_concern=WriteConcern("majority")
+                work,
+                read_concern=ReadConcern("majority"),
+                write_concern=WriteConcern("majority"),
+                read_preference=ReadPreference.PRIMARY,
             )
