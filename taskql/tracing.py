@@ -35,6 +35,7 @@ from strawberry.extensions.tracing.utils import should_skip_tracing
 from strawberry.extensions.utils import get_path_from_info
 from strawberry.types.graphql import OperationType
 
+from taskql.schema.operation_type import operation_type
 from taskql.settings import Settings
 
 INSTRUMENTATION_NAME = "taskql"
@@ -137,9 +138,12 @@ class GraphQLTracing(SchemaExtension):
         self._operation = span = self._tracer.start_span("GraphQL operation", kind=SpanKind.INTERNAL)
         try:
             yield
+        except Exception as exc:  # a request the server refuses outright (say, an unknown operation name)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
         finally:
-            if execution.graphql_document is not None:
-                kind, name = execution.operation_type.value, execution.operation_name
+            kind, name = operation_type(execution), execution.operation_name
+            if kind is not None:
                 span.update_name(f"{kind} {name}" if name else kind)
                 span.set_attribute("graphql.operation.type", kind)
                 if name:
@@ -154,7 +158,7 @@ class GraphQLTracing(SchemaExtension):
         """The operation's span is current while a query or mutation runs, so that the other extensions
         (the cost) annotate it. Not for a subscription: its events run in other asyncio contexts, where
         the current span could not be restored."""
-        if self.execution_context.operation_type == OperationType.SUBSCRIPTION:
+        if operation_type(self.execution_context) == OperationType.SUBSCRIPTION.value:
             yield
             return
         with trace.use_span(self._operation):

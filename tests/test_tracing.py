@@ -245,3 +245,14 @@ async def test_the_otlp_exporters_deliver_the_spans_to_a_collector(
 
     assert received.names[("taskql", "query Ping")] == 1
     assert received.names[("taskql", "POST /graphql")] == 1
+
+
+async def test_an_operation_name_the_document_lacks_is_refused_and_traced_without_a_type(traced: Traced) -> None:
+    response = await traced.client.http.post(
+        "/graphql", json={"query": "query A { viewer { id } }", "operationName": "B"}
+    )
+
+    assert response.status_code == 400  # refused by the server, not broken by the tracing
+    operation = _one(traced.spans(), "GraphQL operation")
+    assert "graphql.operation.type" not in operation.attributes
+    assert operation.status.status_code == StatusCode.ERROR

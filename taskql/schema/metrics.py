@@ -13,9 +13,9 @@ from typing import Any
 from graphql import GraphQLError, GraphQLResolveInfo, OperationType
 from prometheus_client import Histogram
 from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionContext
 
 from taskql.metrics import ERRORS, OPERATION_DURATION, RESOLVER_DURATION
+from taskql.schema.operation_type import operation_type
 
 OTHER = "other"
 ANONYMOUS = "anonymous"
@@ -88,19 +88,10 @@ class OperationMetrics(SchemaExtension):
             yield
         finally:
             # Documents that do not parse, or name no operation of theirs, have no type: only their errors count.
-            kind = _operation_type(self.execution_context)
+            kind = operation_type(self.execution_context)
             if kind is not None:
                 name = OPERATION_NAMES.label(self.execution_context.operation_name)
                 OPERATION_DURATION.labels(kind, name).observe(time.perf_counter() - started)
-
-
-def _operation_type(execution: ExecutionContext) -> str | None:
-    if execution.graphql_document is None:
-        return None
-    try:
-        return execution.operation_type.value
-    except RuntimeError:  # the document has no operation of the requested name
-        return None
 
 
 class ResolverMetrics(SchemaExtension):
