@@ -3,6 +3,7 @@ every answer is well-formed GraphQL JSON, never a 500, never an internal error, 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, from_schema
 
+from bench.otlp_sink import otlp_http_sink
 from tests.conftest import PASSWORD
 from tests.live import LiveServer
 
@@ -42,18 +44,30 @@ REGISTER = "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }
 
 @pytest.fixture(scope="module")
 def client(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    server = LiveServer(
-        mongodb_uri=mongodb_uri, database=f"test_{uuid.uuid4().hex[:12]}", data_dir=tmp_path_factory.mktemp("fuzz")
-    )
-    server.start()
-    try:
-        with httpx.Client(base_url=server.base_url, timeout=30) as http:
-            variables = {"i": {"email": "fuzz@example.com", "name": "Fuzz", "password": PASSWORD}}
-            token = http.post("/graphql", json={"query": REGISTER, "variables": variables}).json()
-            http.headers["authorization"] = f"Bearer {token['data']['register']['accessToken']}"
-            yield http
-    finally:
-        server.stop()
+    """A server with every request traced (exported to a receiver in this process), so that the fuzzer
+    also shows tracing never breaks a request."""
+    with otlp_http_sink() as spans:
+        server = LiveServer(
+            mongodb_uri=mongodb_uri,
+            database=f"test_{uuid.uuid4().hex[:12]}",
+            data_dir=tmp_path_factory.mktemp("fuzz"),
+            tracing_exporter="otlp-http",
+            otel_exporter_otlp_endpoint=spans.endpoint,
+            otel_bsp_schedule_delay=100,  # ms between exports
+        )
+        server.start()
+        try:
+            with httpx.Client(base_url=server.base_url, timeout=30) as http:
+                variables = {"i": {"email": "fuzz@example.com", "name": "Fuzz", "password": PASSWORD}}
+                token = http.post("/graphql", json={"query": REGISTER, "variables": variables}).json()
+                http.headers["authorization"] = f"Bearer {token['data']['register']['accessToken']}"
+                deadline = time.monotonic() + 10
+                while not spans.names[("taskql", "mutation")] and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert spans.names[("taskql", "mutation")] == 1  # the registration's operation
+                yield http
+        finally:
+            server.stop()
 
 
 def check_answer(response: httpx.Response, *, executable: bool) -> None:
