@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
             workers=workers,
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
             log_config=None,  # each process configures its own logs (create_app)
+            # TRUSTED_PROXIES alone decides whose X-Forwarded-For is believed (client_ip.py); uvicorn's
+            # own handling would also believe any process on the loopback interface.
+            proxy_headers=False,
         )
 
 

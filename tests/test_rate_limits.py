@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from taskql.schema.relay import encode_id
 from taskql.server import build_app
 from taskql.settings import Settings
 from tests.conftest import PASSWORD, GraphQLClient, RedisServer, sign_up, subscribe
+from tests.live import LiveServer
 
 VIEWER = "{ viewer { id } }"
 LOGIN = "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }"
@@ -251,3 +254,28 @@ async def test_a_websocket_operation_over_budget_is_rate_limited(settings: Setti
     assert first.errors[0].extensions["code"] == "NOT_FOUND"  # it ran: no such project
     assert second.errors[0].extensions["code"] == "RATE_LIMITED"
     assert second.errors[0].extensions["retryAfter"] > 0
+
+
+async def test_a_real_server_believes_x_forwarded_for_from_trusted_proxies_only(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    # The server runs on loopback, where uvicorn would by default take X-Forwarded-For as the
+    # client's address: only TRUSTED_PROXIES (empty here) decides that.
+    server = LiveServer(
+        mongodb_uri=mongodb_uri, database=f"test_{uuid.uuid4().hex[:12]}", data_dir=tmp_path, rate_limit_ip_points=2
+    )
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            statuses = [
+                (
+                    await http.post(
+                        "/graphql", json={"query": "{ viewer { id } }"}, headers={"x-forwarded-for": f"198.51.100.{n}"}
+                    )
+                ).status_code
+                for n in range(3)
+            ]
+    finally:
+        server.stop()
+
+    assert statuses == [200, 200, 429]  # one address, whatever the header claims
