@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +307,9 @@ async def test_a_subscription_counts_while_it_runs_until_the_client_leaves(
     stream = await subscribe(app, owner_client, TASK_EVENTS, p=project_id)
     waiting = asyncio.create_task(anext(stream))
 
-    running = await _until(owner_client.http, lambda s: s.value(SUBSCRIPTIONS) == before.value(SUBSCRIPTIONS) + 1)
+    running = await _until(
+        lambda: scrape(owner_client.http), lambda s: s.value(SUBSCRIPTIONS) == before.value(SUBSCRIPTIONS) + 1
+    )
     waiting.cancel()  # what the server does when the client goes away
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
@@ -319,11 +321,13 @@ async def test_a_subscription_counts_while_it_runs_until_the_client_leaves(
     assert after.value(f"{OPERATION}_count", **labels) - before.value(f"{OPERATION}_count", **labels) == 1
 
 
-async def _until(http: httpx.AsyncClient, condition: Callable[[Scrape], bool], seconds: float = 10) -> Scrape:
-    """The first scrape that meets `condition`, within `seconds`."""
+async def _until(
+    take: Callable[[], Awaitable[Scrape]], condition: Callable[[Scrape], bool], seconds: float = 10
+) -> Scrape:
+    """The first scrape `take` takes that meets `condition`, within `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
-        current = await scrape(http)
+        current = await take()
         if condition(current) or time.monotonic() > deadline:
             return current
         await asyncio.sleep(0.05)
@@ -368,8 +372,12 @@ async def test_workers_add_up_their_metrics(live_settings: dict[str, Any], tmp_p
         owner = await User.register(server, "Owner")
         project_id = (await owner.execute(CREATE_PROJECT))["createProject"]["project"]["id"]
         async with Subscriber(server, owner.token, project_id):
-            open_now = await _live_until(server, lambda s: s.value(WEBSOCKETS) == 1 and s.value(SUBSCRIPTIONS) == 1)
-        closed = await _live_until(server, lambda s: s.value(WEBSOCKETS) == 0 and s.value(SUBSCRIPTIONS) == 0)
+            open_now = await _until(
+                lambda: live_scrape(server), lambda s: s.value(WEBSOCKETS) == 1 and s.value(SUBSCRIPTIONS) == 1
+            )
+        closed = await _until(
+            lambda: live_scrape(server), lambda s: s.value(WEBSOCKETS) == 0 and s.value(SUBSCRIPTIONS) == 0
+        )
         assert (open_now.value(WEBSOCKETS), open_now.value(SUBSCRIPTIONS)) == (1, 1)
         assert (closed.value(WEBSOCKETS), closed.value(SUBSCRIPTIONS)) == (0, 0)
     finally:
@@ -381,15 +389,6 @@ async def _probe(server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         response = await http.post("/graphql", json={"query": "query Probe { __typename }"})
     assert response.json() == {"data": {"__typename": "Query"}}
-
-
-async def _live_until(server: LiveServer, condition: Callable[[Scrape], bool], seconds: float = 10) -> Scrape:
-    deadline = time.monotonic() + seconds
-    while True:
-        current = await live_scrape(server)
-        if condition(current) or time.monotonic() > deadline:
-            return current
-        await asyncio.sleep(0.1)
 
 
 async def test_an_operators_metrics_directory_is_emptied_at_start_and_of_live_gauges_at_exit(
