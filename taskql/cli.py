@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -12,6 +14,8 @@ from uuid import uuid4
 import uvicorn
 from pydantic import ValidationError
 
+from taskql.embedded import EmbeddedServiceError, embedded_services
+from taskql.logs import configure_logging
 from taskql.metrics_dir import shared_metrics_dir
 from taskql.settings import Settings
 
@@ -57,19 +61,39 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "check-config":
         print(describe(settings))
         return
-    if args.command == "seed":
-        from taskql.seed import DEMO_PASSWORD, SeedPlan, seed
+    configure_logging(settings)  # the embedded services report crashes and restarts here
+    try:
+        if args.command == "seed":
+            _seed(args, settings)
+        else:
+            _serve(args, settings)
+    except EmbeddedServiceError as exc:
+        sys.exit(f"taskql: {exc}")
 
-        if args.users < 1 or args.projects < 0 or args.tasks < 0:
-            sys.exit("seed needs at least one user, and no negative counts")
-        plan = SeedPlan(users=args.users, projects=args.projects, tasks_per_project=args.tasks, run_id=uuid4().hex[:6])
-        emails = asyncio.run(seed(settings, plan))
-        print(f"{len(emails)} users, password {DEMO_PASSWORD!r}: {', '.join(emails)}")
-        return
+
+def _seed(args: argparse.Namespace, settings: Settings) -> None:
+    from taskql.seed import DEMO_PASSWORD, SeedPlan, seed
+
+    if args.users < 1 or args.projects < 0 or args.tasks < 0:
+        sys.exit("seed needs at least one user, and no negative counts")
+    plan = SeedPlan(users=args.users, projects=args.projects, tasks_per_project=args.tasks, run_id=uuid4().hex[:6])
+    with embedded_services(settings) as served:
+        emails = asyncio.run(seed(served, plan))
+    print(f"{len(emails)} users, password {DEMO_PASSWORD!r}: {', '.join(emails)}")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # SIGTERM: stop accepting, close WebSockets with 1012 (clients reconnect elsewhere and resume
     # with `after`), let in-flight requests finish for up to shutdown_timeout_seconds, close pools.
     workers = args.workers or settings.workers
-    with shared_metrics_dir(workers):  # before the workers import prometheus_client
+    # The embedded services start once, here, and every worker gets their URLs: the workers share
+    # one database and one Redis, as instances do in production.
+    with embedded_services(settings) as served, shared_metrics_dir(workers):  # before prometheus_client
+        os.environ.update(MONGODB_URI=served.mongodb_uri or "", REDIS_URL=served.redis_url or "")
+        # Uvicorn shuts down gracefully on SIGTERM or SIGINT, then raises the signal again. Ending the
+        # process there would skip stopping the embedded services: a plain exit unwinds these blocks.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, _exit_after_shutdown)
         uvicorn.run(
             "taskql.server:create_app",
             factory=True,
@@ -82,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
             # own handling would also believe any process on the loopback interface.
             proxy_headers=False,
         )
+
+
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def describe(settings: Settings) -> str:

@@ -4,7 +4,7 @@
   "sha256Hash": "<hex>"}`. A hash this server does not know gets PERSISTED_QUERY_NOT_FOUND (message
   `PersistedQueryNotFound`, which Apollo's client looks for); the client then sends the document with
   the same extension, the server checks the hash and keeps the document (in Redis, for every
-  instance, or in memory without it) for `apq_ttl_seconds`.
+  instance) for `apq_ttl_seconds`.
 - An allowlist (`persisted_operations_file`: a JSON object of SHA-256 → document, made at build
   time): when set, only those documents run, sent by hash or in full; anything else is
   OPERATION_NOT_ALLOWED, and automatic registration is off.
@@ -15,10 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from graphql import GraphQLError
 from redis.asyncio import Redis
@@ -32,13 +31,9 @@ def document_hash(document: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()
 
 
-class DocumentStore(Protocol):
-    async def get(self, sha256: str) -> str | None: ...
-
-    async def put(self, sha256: str, document: str) -> None: ...
-
-
 class RedisDocuments:
+    """Registered documents by hash, shared by every instance, each kept for `ttl_seconds`."""
+
     def __init__(self, client: Redis, ttl_seconds: int) -> None:
         self._client = client
         self._ttl = ttl_seconds
@@ -51,30 +46,16 @@ class RedisDocuments:
         await self._client.set(f"taskql:apq:{sha256}", document, ex=self._ttl)
 
 
-class MemoryDocuments:
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._documents: OrderedDict[str, str] = OrderedDict()
-        self._max_entries = max_entries
-
-    async def get(self, sha256: str) -> str | None:
-        return self._documents.get(sha256)
-
-    async def put(self, sha256: str, document: str) -> None:
-        self._documents[sha256] = document
-        if len(self._documents) > self._max_entries:
-            self._documents.popitem(last=False)
-
-
 class PersistedQueries:
     """The process's persisted documents: the allowlist if there is one, else the APQ store."""
 
-    def __init__(self, store: DocumentStore, allowlist: dict[str, str] | None) -> None:
+    def __init__(self, store: RedisDocuments, allowlist: dict[str, str] | None) -> None:
         self._store = store
         self._allowlist = allowlist
 
     @classmethod
-    def create(cls, redis: Redis | None, *, ttl_seconds: int, allowlist_file: Path | None) -> PersistedQueries:
-        store: DocumentStore = RedisDocuments(redis, ttl_seconds) if redis is not None else MemoryDocuments()
+    def create(cls, redis: Redis, *, ttl_seconds: int, allowlist_file: Path | None) -> PersistedQueries:
+        store = RedisDocuments(redis, ttl_seconds)
         allowlist = None
         if allowlist_file is not None:
             allowlist = json.loads(allowlist_file.read_text())

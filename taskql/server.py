@@ -36,13 +36,12 @@ from taskql.client_ip import parse_networks
 from taskql.context import Context, authenticated_deps, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
-from taskql.embedded import EmbeddedMongo
 from taskql.events.broker import EventBroker
 from taskql.events.store import create_event_store
 from taskql.loaders.cache import create_cache, create_redis
 from taskql.logs import AccessLogMiddleware, configure_logging
 from taskql.persisted_queries import PersistedQueries
-from taskql.rate_limits import create_counters
+from taskql.rate_limits import Counters
 from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
 from taskql.security_headers import SecurityHeadersMiddleware
@@ -162,6 +161,11 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
     """The TaskQL ASGI app. Connections are opened in its lifespan, one MongoDB client per process.
     Spans go to `tracer_provider`, by default the one TRACING_EXPORTER asks for (none: no tracing)."""
     settings = settings or Settings()
+    if settings.mongodb_uri is None or settings.redis_url is None:
+        raise ValueError(
+            "build_app needs MONGODB_URI and REDIS_URL; `taskql serve` starts embedded servers for those unset"
+        )
+    mongodb_uri = settings.mongodb_uri
     owns_tracer_provider = tracer_provider is None
     if tracer_provider is None:
         tracer_provider = create_tracer_provider(settings)
@@ -171,12 +175,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        embedded = None
-        uri = settings.mongodb_uri
-        if uri is None:
-            embedded = EmbeddedMongo(settings.data_dir)
-            uri = await embedded.start()
-        client = create_client(settings, uri, listeners=mongo_listeners(tracer_provider))
+        client = create_client(settings, mongodb_uri, listeners=mongo_listeners(tracer_provider))
         event_store = create_event_store(settings, tracer_provider)
         events = EventBroker(event_store, buffer_size=settings.subscription_buffer_size)
         db = Database(client, settings)
@@ -197,7 +196,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                 cache=create_cache(settings, redis),
                 events=events,
                 outbox=outbox,
-                rate_limits=create_counters(redis),
+                rate_limits=Counters(redis),
                 trusted_proxies=parse_networks(settings.trusted_proxies),
                 persisted_queries=PersistedQueries.create(
                     redis, ttl_seconds=settings.apq_ttl_seconds, allowlist_file=settings.persisted_operations_file
@@ -211,10 +210,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
             await outbox.stop()
             await events.close()
             await client.close()
-            if redis is not None:
-                await redis.aclose()
-            if embedded is not None:
-                await embedded.stop()
+            await redis.aclose()
             if owns_tracer_provider and tracer_provider is not None:
                 tracer_provider.shutdown()  # exports the spans still batched
 
@@ -222,7 +218,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        """Ready to serve: MongoDB and (when configured) Redis answer; indexes were ensured at startup."""
+        """Ready to serve: MongoDB and Redis answer; indexes were ensured at startup."""
         runtime: Runtime = request.app.state.runtime
         failing = []
         try:
@@ -230,12 +226,11 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         except PyMongoError:
             logger.warning("readiness check: MongoDB unreachable", exc_info=True)
             failing.append("mongodb")
-        if redis is not None:
-            try:
-                await redis.ping()
-            except RedisError:
-                logger.warning("readiness check: Redis unreachable", exc_info=True)
-                failing.append("redis")
+        try:
+            await redis.ping()
+        except RedisError:
+            logger.warning("readiness check: Redis unreachable", exc_info=True)
+            failing.append("redis")
         if failing:
             return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
         return JSONResponse({"status": "ok"})

@@ -1,13 +1,11 @@
-"""Real services: an in-process SecantusDB server (MongoDB wire protocol) and the app over ASGI."""
+"""Real services: an in-process SecantusDB server (MongoDB wire protocol), Valkey, and the app over ASGI."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from starlette.requests import HTTPConnection
 from strawberry import Schema
 
 from taskql.context import Context, authenticated_deps
+from taskql.embedded.valkey import valkey_server
 from taskql.events.broker import Subscription
 from taskql.events.store import Entry
 from taskql.schema.root import build_schema
@@ -75,16 +74,17 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(mongodb_uri: str, tmp_path: Path) -> Settings:
-    """A fresh database per test."""
+def settings(mongodb_uri: str, redis_url: str, tmp_path: Path) -> Settings:
+    """A fresh database per test, in MongoDB and in Redis."""
     return Settings(
         _env_file=None,
         taskql_env="test",
         mongodb_uri=mongodb_uri,
+        redis_url=redis_url,
         mongodb_database=f"test_{uuid.uuid4().hex[:12]}",
         jwt_secret=TEST_SECRET,
         data_dir=tmp_path,
-        **UNLIMITED_RATE,  # tests share 127.0.0.1 and some share one Redis: only test_rate_limits keeps budgets
+        **UNLIMITED_RATE,  # tests share 127.0.0.1: only test_rate_limits keeps budgets
     )
 
 
@@ -263,45 +263,53 @@ async def outsider_client(anonymous: GraphQLClient) -> GraphQLClient:
     return await sign_up(anonymous, "Outsider")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The tests' Redis is the embedded Valkey, started as `taskql serve` starts it. With
+# TASKQL_TEST_REDIS_SERVER=redis-server (a command or a path) they run against that server instead:
+# `make test` does so for the Redis-specific tests where Redis is installed (production runs Redis).
+REDIS_SERVER = os.environ.get("TASKQL_TEST_REDIS_SERVER")
+_redis_databases = itertools.count(1)
 
 
 class RedisServer:
-    """A redis-server of the test's own, to stop, pause and restart without touching the shared one."""
+    """A Redis-protocol server of the tests' own, on a free port, with a password."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
+    def __init__(self, data_dir: Path, **options: str) -> None:
+        binary = None
+        if REDIS_SERVER:
+            found = shutil.which(REDIS_SERVER)
+            assert found, f"TASKQL_TEST_REDIS_SERVER={REDIS_SERVER} is not a command"
+            binary = Path(found)
+        self._server, self.url = valkey_server(data_dir, binary=binary, options=options)
+
+    def new_database(self) -> str:
+        """The URL of a database no one has used yet (the shared server has 10,000)."""
+        return f"{self.url.rpartition('/')[0]}/{next(_redis_databases)}"
 
     def start(self) -> None:
-        command = shutil.which("redis-server")
-        assert command, "redis-server must be installed (.ci/run installs it)"
-        self._process = subprocess.Popen(
-            [command, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        self._server.start()
 
     def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(10)
-            self._process = None
+        self._server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"), databases="10000")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
+def redis_url(shared_redis: RedisServer) -> str:
+    """A database of the shared server for this test alone: no counters or streams of other tests."""
+    return shared_redis.new_database()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """One to stop, pause and restart. Without persistence: a restart loses what it held, the worst case."""
+    server = RedisServer(tmp_path / "private-redis", appendonly="no")
     server.start()
     yield server
     server.stop()

@@ -15,8 +15,9 @@ import httpx
 from gql import Client, GraphQLRequest, gql
 from gql.transport.websockets import WebsocketsTransport
 
+from taskql.embedded.child import free_port
 from taskql.settings import UNLIMITED_RATE
-from tests.conftest import PASSWORD, TEST_SECRET, free_port
+from tests.conftest import PASSWORD, TEST_SECRET
 
 TASK_EVENTS = gql(
     """
@@ -30,14 +31,19 @@ TASK_EVENTS = gql(
 
 
 class LiveServer:
-    def __init__(self, *, mongodb_uri: str, database: str, data_dir: Path, **settings: Any) -> None:
+    """`taskql serve`; with a URL None it starts that embedded server itself, under data_dir."""
+
+    def __init__(
+        self, *, mongodb_uri: str | None, redis_url: str | None, database: str, data_dir: Path, **settings: Any
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/graphql"
+        urls = {"MONGODB_URI": mongodb_uri, "REDIS_URL": redis_url}
         self._env = {
-            **os.environ,
+            **{key: value for key, value in os.environ.items() if key not in urls},
+            **{key: url for key, url in urls.items() if url is not None},
             "TASKQL_ENV": "test",
-            "MONGODB_URI": mongodb_uri,
             "MONGODB_DATABASE": database,
             "JWT_SECRET": TEST_SECRET,
             "DATA_DIR": str(data_dir),
@@ -45,6 +51,11 @@ class LiveServer:
             **{key.upper(): str(value) for key, value in settings.items()},
         }
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     def start(self) -> None:
         self._process = subprocess.Popen(

@@ -16,7 +16,8 @@ from bson import ObjectId
 from redis.asyncio import Redis
 
 from taskql.db.tasks import find_tasks_by_ids
-from taskql.loaders.cache import EntityCache, MemoryBackend, PutEntry, RedisBackend
+from taskql.embedded.child import free_port
+from taskql.loaders.cache import EntityCache, PutEntry, RedisBackend
 from taskql.server import build_app
 from taskql.settings import Settings
 from tests.conftest import (
@@ -29,11 +30,11 @@ from tests.conftest import (
     add_member,
     create_project,
     create_task,
-    free_port,
     sign_up,
 )
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
+pytestmark = pytest.mark.redis  # also run against Redis itself (Makefile)
+
 TASK = "query($id: ID!) { task(id: $id) { id title version createdBy { name } } }"
 PROJECT = "query($id: ID!) { project(id: $id) { id name } }"
 UPDATE_TITLE = """
@@ -51,7 +52,7 @@ def object_id(global_id: str) -> ObjectId:
 
 
 class Instances:
-    """Several app instances over one database (and one Redis, when configured): a load-balanced fleet."""
+    """Several app instances over one database and one Redis: a load-balanced fleet."""
 
     def __init__(self) -> None:
         self._stack = AsyncExitStack()
@@ -83,15 +84,10 @@ async def instances() -> AsyncIterator[Instances]:
     await fleet.close()
 
 
-@pytest.fixture
-def redis_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"redis_url": SHARED_REDIS})
-
-
 async def test_hot_reads_are_served_from_redis(
-    instances: Instances, redis_settings: Settings, command_log: CommandLog
+    instances: Instances, settings: Settings, command_log: CommandLog
 ) -> None:
-    [client] = await instances.start(redis_settings, 1)
+    [client] = await instances.start(settings, 1)
     owner = await sign_up(client, "Owner")
     task = await create_task(owner, await create_project(owner))
     await owner.execute(TASK, {"id": task["id"]})  # the first read fills the cache
@@ -102,16 +98,14 @@ async def test_hot_reads_are_served_from_redis(
     assert data["task"]["title"] == "Task"
     # Only the session check (revocation is never cached) reaches the database.
     assert command_log.names == ["find"]
-    redis = Redis.from_url(SHARED_REDIS)
+    redis = Redis.from_url(settings.redis_url or "")
     assert await redis.exists(EntityCache.key("task", object_id(task["id"])))
     await redis.aclose()
     assert instances.cache(0).stats.hits >= 3  # viewer, task, its author
 
 
-async def test_a_write_through_one_instance_is_seen_by_the_other(
-    instances: Instances, redis_settings: Settings
-) -> None:
-    a, b = await instances.start(redis_settings, 2)
+async def test_a_write_through_one_instance_is_seen_by_the_other(instances: Instances, settings: Settings) -> None:
+    a, b = await instances.start(settings, 2)
     owner_a = await sign_up(a, "Owner")
     owner_b = b.as_user(owner_a.token)
     project_id = await create_project(owner_a, "Before")
@@ -127,9 +121,9 @@ async def test_a_write_through_one_instance_is_seen_by_the_other(
 
 
 async def test_removing_a_member_takes_effect_on_their_next_request_anywhere(
-    instances: Instances, redis_settings: Settings
+    instances: Instances, settings: Settings
 ) -> None:
-    a, b = await instances.start(redis_settings, 2)
+    a, b = await instances.start(settings, 2)
     owner = await sign_up(a, "Owner")
     member = await sign_up(a, "Member")
     project_id = await create_project(owner)
@@ -144,18 +138,12 @@ async def test_removing_a_member_takes_effect_on_their_next_request_anywhere(
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
-@pytest.mark.parametrize("backend", ["redis", "memory"])
 async def test_no_read_after_an_acknowledged_update_returns_an_older_version(
-    instances: Instances, settings: Settings, backend: str
+    instances: Instances, settings: Settings
 ) -> None:
-    # Two instances share Redis; the in-process cache is per process, so it is tested with one.
-    # Entries expire or are evicted all the time, so reads keep missing and writing back what they read,
-    # racing the writers: the window in which a stale write-back could land.
-    if backend == "redis":
-        churn = {"redis_url": SHARED_REDIS, "cache_task_ttl_seconds": 1}
-        writer, reader = await instances.start(settings.model_copy(update=churn), 2)
-    else:
-        writer = reader = (await instances.start(settings.model_copy(update={"cache_memory_max_entries": 4}), 1))[0]
+    # Two instances share Redis. Entries expire all the time, so reads keep missing and writing back
+    # what they read, racing the writers: the window in which a stale write-back could land.
+    writer, reader = await instances.start(settings.model_copy(update={"cache_task_ttl_seconds": 1}), 2)
     owner = await sign_up(writer, "Owner")
     project_id = await create_project(owner)
     tasks = [await create_task(owner, project_id, title=f"t{n}") for n in range(10)]
@@ -186,14 +174,12 @@ async def test_no_read_after_an_acknowledged_update_returns_an_older_version(
     assert versions == [21] * 10
 
 
-@pytest.mark.parametrize("backend", ["redis", "memory"])
 async def test_a_write_back_of_a_version_read_before_an_update_is_refused(
-    instances: Instances, settings: Settings, backend: str
+    instances: Instances, settings: Settings
 ) -> None:
     # The race above, made deterministic: a reader fetched v1 from MongoDB, then a writer committed
     # and cached v2, then the slow reader writes its v1 back.
-    update = {"redis_url": SHARED_REDIS} if backend == "redis" else {}
-    [client] = await instances.start(settings.model_copy(update=update), 1)
+    [client] = await instances.start(settings, 1)
     owner = await sign_up(client, "Owner")
     task = await create_task(owner, await create_project(owner))
     cache = instances.cache(0)
@@ -265,17 +251,14 @@ def _entry(key: str, version: int, payload: str = "x") -> PutEntry:
     return PutEntry(key, version, f"{version}|{payload}", 60)
 
 
-@pytest.fixture(params=["redis", "memory"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield MemoryBackend(max_entries=100)
-        return
-    client = Redis.from_url(SHARED_REDIS)
+@pytest.fixture
+async def backend(redis_url: str) -> AsyncIterator[RedisBackend]:
+    client = Redis.from_url(redis_url)
     yield RedisBackend(client)
     await client.aclose()
 
 
-async def test_backends_only_replace_entries_with_newer_versions(backend: Any) -> None:
+async def test_redis_only_replaces_entries_with_newer_versions(backend: RedisBackend) -> None:
     key = f"taskql:test:{ObjectId()}"
 
     await backend.put_many([_entry(key, 2, "two")])
@@ -287,7 +270,7 @@ async def test_backends_only_replace_entries_with_newer_versions(backend: Any) -
     assert await backend.get_many([key]) == ["3|three"]
 
 
-async def test_backends_let_a_marker_be_filled_only_by_its_version_or_newer(backend: Any) -> None:
+async def test_redis_lets_a_marker_be_filled_only_by_its_version_or_newer(backend: RedisBackend) -> None:
     key = f"taskql:test:{ObjectId()}"
     await backend.put_many([_entry(key, 5, "")])  # "version 5 exists, value unknown"
 
@@ -297,18 +280,8 @@ async def test_backends_let_a_marker_be_filled_only_by_its_version_or_newer(back
     assert await backend.get_many([key]) == ["5|five"]
 
 
-async def test_memory_backend_is_a_bounded_lru() -> None:
-    backend = MemoryBackend(max_entries=3)
-    await backend.put_many([_entry(f"k{n}", 1) for n in range(3)])
-    await backend.get_many(["k0"])  # k0 becomes the most recently used
-
-    await backend.put_many([_entry("k3", 1)])
-
-    assert await backend.get_many(["k0", "k1", "k2", "k3"]) == ["1|x", None, "1|x", "1|x"]
-
-
-async def test_deleted_entities_stay_deleted_in_the_cache() -> None:
-    cache = EntityCache(MemoryBackend(max_entries=10), ttl_seconds={"task": 60})
+async def test_deleted_entities_stay_deleted_in_the_cache(backend: RedisBackend) -> None:
+    cache = EntityCache(backend, ttl_seconds={"task": 60})
     task_id = ObjectId()
     await cache.put_many("task", [{"_id": task_id, "version": 3, "title": "x"}])
 
@@ -323,7 +296,7 @@ async def test_a_wrong_redis_url_costs_the_cache_and_sign_ins_not_the_api(
 ) -> None:
     nowhere = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     [client] = await instances.start(nowhere, 1)
-    [healthy] = await instances.start(settings, 1)  # same database, no Redis: signs the user up
+    [healthy] = await instances.start(settings, 1)  # same database, with Redis: signs the user up
 
     owner = client.as_user((await sign_up(healthy, "Owner")).token or "")
     task = await create_task(owner, await create_project(owner))

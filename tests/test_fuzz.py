@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis_graphql import Mode, from_schema
 
 from bench.otlp_sink import otlp_http_sink
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, RedisServer
 from tests.live import LiveServer
 
 SCHEMA = build_schema(Path(__file__).parent.parent.joinpath("schema.graphql").read_text())
@@ -43,12 +43,15 @@ REGISTER = "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }
 
 
 @pytest.fixture(scope="module")
-def client(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def client(
+    mongodb_uri: str, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
     """A server with every request traced (exported to a receiver in this process), so that the fuzzer
     also shows tracing never breaks a request."""
     with otlp_http_sink() as spans:
         server = LiveServer(
             mongodb_uri=mongodb_uri,
+            redis_url=shared_redis.new_database(),
             database=f"test_{uuid.uuid4().hex[:12]}",
             data_dir=tmp_path_factory.mktemp("fuzz"),
             tracing_exporter="otlp-http",

@@ -337,8 +337,13 @@ async def _until(
 
 
 @pytest.fixture
-def live_settings(mongodb_uri: str, tmp_path: Path) -> dict[str, Any]:
-    return {"mongodb_uri": mongodb_uri, "database": f"test_{uuid.uuid4().hex[:12]}", "data_dir": tmp_path}
+def live_settings(mongodb_uri: str, redis_url: str, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "mongodb_uri": mongodb_uri,
+        "redis_url": redis_url,
+        "database": f"test_{uuid.uuid4().hex[:12]}",
+        "data_dir": tmp_path,
+    }
 
 
 async def live_scrape(server: LiveServer) -> Scrape:

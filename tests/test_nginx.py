@@ -25,10 +25,11 @@ import pytest
 import yaml
 
 from taskql.client_ip import parse_networks
+from taskql.embedded.child import free_port
 from taskql.settings import Settings
-from tests.conftest import TEST_SECRET, free_port
+from tests.conftest import TEST_SECRET, RedisServer
 from tests.live import LiveServer, Subscriber, User
-from tests.test_subscriptions import SHARED_REDIS, close_code, create_project, until_live
+from tests.test_subscriptions import close_code, create_project, until_live
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 NGINX_CONF = DEPLOY / "nginx.conf"
@@ -147,10 +148,10 @@ class Nginx:
 class Stack:
     """Two TaskQL processes sharing MongoDB and Redis, behind nginx."""
 
-    def __init__(self, mongodb_uri: str, directory: Path) -> None:
+    def __init__(self, mongodb_uri: str, redis_url: str, directory: Path) -> None:
         database = f"test_{uuid.uuid4().hex[:12]}"
         self.servers = [
-            LiveServer(mongodb_uri=mongodb_uri, database=database, data_dir=directory, redis_url=SHARED_REDIS)
+            LiveServer(mongodb_uri=mongodb_uri, redis_url=redis_url, database=database, data_dir=directory)
             for _ in range(2)
         ]
         self.nginx = Nginx(directory / "nginx", self.servers)
@@ -170,8 +171,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(mongodb_uri, tmp_path_factory.mktemp("stack"))
+def stack(mongodb_uri: str, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(mongodb_uri, shared_redis.new_database(), tmp_path_factory.mktemp("stack"))
     try:
         running.start()
         yield running
@@ -300,9 +301,9 @@ async def test_nginx_passes_request_ids_and_keeps_query_strings_and_large_bodies
 
 
 async def test_when_an_instance_stops_nginx_fails_over_and_subscribers_resume_on_the_other(
-    mongodb_uri: str, tmp_path: Path
+    mongodb_uri: str, redis_url: str, tmp_path: Path
 ) -> None:
-    stack = Stack(mongodb_uri, tmp_path)
+    stack = Stack(mongodb_uri, redis_url, tmp_path)
     stack.start()
     try:
         nginx, run = stack.nginx, uuid.uuid4().hex[:8]

@@ -15,6 +15,8 @@ from taskql.services.outbox import Outbox
 from taskql.settings import Settings
 from tests.conftest import GraphQLClient, RedisServer, create_task, next_within
 
+pytestmark = pytest.mark.redis  # also run against Redis itself (Makefile)
+
 
 @pytest.fixture
 def settings(settings: Settings, private_redis: RedisServer) -> Settings:

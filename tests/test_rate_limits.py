@@ -12,14 +12,17 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from bson import ObjectId
+from redis.asyncio import Redis
 
-from taskql.rate_limits import Budget, MemoryCounters, RedisCounters
+from taskql.rate_limits import Budget, Counters
 from taskql.schema.operation_cost import operation_points
 from taskql.schema.relay import encode_id
 from taskql.server import build_app
 from taskql.settings import Settings
 from tests.conftest import PASSWORD, GraphQLClient, RedisServer, sign_up, subscribe
 from tests.live import LiveServer
+
+pytestmark = pytest.mark.redis  # also run against Redis itself (Makefile)
 
 VIEWER = "{ viewer { id } }"
 LOGIN = "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }"
@@ -74,17 +77,9 @@ def test_an_operation_costs_one_point_plus_one_per_hundred_nodes() -> None:
     assert [operation_points(cost) for cost in (0, 99, 100, 510, 50_000)] == [1, 1, 2, 6, 501]
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-async def test_a_budget_refuses_what_would_exceed_it_and_does_not_count_it(kind: str) -> None:
-    redis = None
-    if kind == "redis":
-        from redis.asyncio import Redis
-
-        redis = Redis.from_url("redis://127.0.0.1:6379/0")
-        counters: Any = RedisCounters(redis)
-        await counters.reset("test:budget")
-    else:
-        counters = MemoryCounters()
+async def test_a_budget_refuses_what_would_exceed_it_and_does_not_count_it(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    counters = Counters(redis)
     budget = Budget("test", points=10, window_seconds=60)
 
     spent = [await counters.charge("test:budget", 4, budget) for _ in range(3)]
@@ -94,9 +89,7 @@ async def test_a_budget_refuses_what_would_exceed_it_and_does_not_count_it(kind:
     assert [u.remaining for u in spent] == [6, 2, 2]  # the refused charge took nothing
     assert 0 < spent[0].reset_seconds <= 60
     assert peek.allowed and peek.remaining == 2
-    if redis is not None:
-        await counters.reset("test:budget")
-        await redis.aclose()
+    await redis.aclose()
 
 
 async def test_the_user_budget_is_shared_by_all_instances(
@@ -257,12 +250,16 @@ async def test_a_websocket_operation_over_budget_is_rate_limited(settings: Setti
 
 
 async def test_a_real_server_believes_x_forwarded_for_from_trusted_proxies_only(
-    mongodb_uri: str, tmp_path: Path
+    mongodb_uri: str, redis_url: str, tmp_path: Path
 ) -> None:
     # The server runs on loopback, where uvicorn would by default take X-Forwarded-For as the
     # client's address: only TRUSTED_PROXIES (empty here) decides that.
     server = LiveServer(
-        mongodb_uri=mongodb_uri, database=f"test_{uuid.uuid4().hex[:12]}", data_dir=tmp_path, rate_limit_ip_points=2
+        mongodb_uri=mongodb_uri,
+        redis_url=redis_url,
+        database=f"test_{uuid.uuid4().hex[:12]}",
+        data_dir=tmp_path,
+        rate_limit_ip_points=2,
     )
     server.start()
     try:

@@ -21,7 +21,6 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import REMOVE_MEMBER, TEST_SECRET, RedisServer
 from tests.live import LiveServer, Subscriber, User
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
 CREATE_PROJECT = 'mutation { createProject(input: {name: "Live"}) { project { id } } }'
 CREATE_TASK = "mutation($p: ID!, $t: String!) { createTask(input: {projectId: $p, title: $t}) { task { id } } }"
 UPDATE_TASK = "mutation($i: ID!, $t: String!) { updateTask(input: {id: $i, title: $t}) { task { version } } }"
@@ -34,12 +33,13 @@ mutation($p: ID!, $e: String!) {
 
 
 @pytest.fixture
-def start_server(mongodb_uri: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Starts server processes on one fresh database; several of them form a fleet behind a balancer."""
+def start_server(mongodb_uri: str, redis_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Starts server processes on one fresh database (and Redis database): several form a fleet behind a balancer."""
     database = f"test_{uuid.uuid4().hex[:12]}"
     servers: list[LiveServer] = []
 
     def start(**settings: Any) -> LiveServer:
+        settings = {"redis_url": redis_url, **settings}
         server = LiveServer(mongodb_uri=mongodb_uri, database=database, data_dir=tmp_path, **settings)
         server.start()
         servers.append(server)
@@ -52,7 +52,7 @@ def start_server(mongodb_uri: str, tmp_path: Path) -> Iterator[Callable[..., Liv
 
 @pytest.fixture
 def server(start_server: Callable[..., LiveServer]) -> LiveServer:
-    return start_server(redis_url=SHARED_REDIS)
+    return start_server()
 
 
 async def create_project(owner: User) -> str:
@@ -120,8 +120,8 @@ async def test_every_write_arrives_once_in_order_over_both_protocols(server: Liv
 async def test_a_mutation_on_one_instance_reaches_subscribers_on_another_complete_and_in_order(
     start_server: Callable[..., LiveServer],
 ) -> None:
-    a = start_server(redis_url=SHARED_REDIS)
-    b = start_server(redis_url=SHARED_REDIS)
+    a = start_server()
+    b = start_server()
     owner = await User.register(a, "Owner")
     project_id = await create_project(owner)
 
@@ -158,7 +158,7 @@ async def test_reconnecting_with_after_replays_exactly_what_was_missed_then_cont
 async def test_a_cursor_older_than_the_retained_window_asks_for_a_refetch(
     start_server: Callable[..., LiveServer],
 ) -> None:
-    server = start_server(redis_url=SHARED_REDIS, events_max_length=100)
+    server = start_server(events_max_length=100)
     owner = await User.register(server, "Owner")
     project_id = await create_project(owner)
     async with Subscriber(server, owner.token, project_id, after="0-0") as first:
@@ -248,7 +248,7 @@ async def test_subscriptions_survive_a_redis_restart(
 
 
 async def test_connections_per_user_are_limited(start_server: Callable[..., LiveServer]) -> None:
-    server = start_server(redis_url=SHARED_REDIS, ws_max_connections_per_user=2)
+    server = start_server(ws_max_connections_per_user=2)
     owner = await User.register(server, "Owner")
     project_id = await create_project(owner)
 
@@ -268,7 +268,7 @@ async def test_connections_per_user_are_limited(start_server: Callable[..., Live
 
 
 async def test_a_refused_connection_does_not_free_a_place(start_server: Callable[..., LiveServer]) -> None:
-    server = start_server(redis_url=SHARED_REDIS, ws_max_connections_per_user=1)
+    server = start_server(ws_max_connections_per_user=1)
     owner = await User.register(server, "Owner")
     project_id = await create_project(owner)
     header = {"authorization": f"Bearer {owner.token}"}

@@ -27,7 +27,6 @@ from taskql.server import build_app
 from taskql.settings import Settings
 from taskql.tracing import create_tracer_provider
 from tests.conftest import PASSWORD, GraphQLClient, add_member, create_project, create_task, sign_up, subscribe
-from tests.test_cache import SHARED_REDIS
 from tests.test_logs import LOGIN, access_lines
 
 BOARD = """
@@ -54,8 +53,7 @@ async def traced(settings: Settings) -> AsyncIterator[Traced]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    redis_settings = settings.model_copy(update={"redis_url": SHARED_REDIS})
-    app = build_app(redis_settings, tracer_provider=provider)
+    app = build_app(settings, tracer_provider=provider)
     transport = httpx.ASGITransport(app=app)
     async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield Traced(app, GraphQLClient(http), exporter)

@@ -1,17 +1,15 @@
-"""Where task events are kept: a bounded, ordered log per project (a Redis Stream, or memory).
+"""Where task events are kept: a bounded, ordered log per project, a Redis Stream.
 
 The contract is small on purpose: append, read what follows a cursor, block for what comes next,
 and tell how far the retention window has been trimmed. Cursors are stream IDs ("<ms>-<seq>"),
-increasing per project; both backends generate them the same way.
+increasing per project.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
@@ -39,26 +37,6 @@ class Entry:
     payload: dict[str, Any]
 
 
-class EventStore(Protocol):
-    async def append(self, channel: str, payload: dict[str, Any], *, event_id: str) -> str | None:
-        """Appends the event, unless an event with this ID was appended already (then None)."""
-        ...
-
-    async def last_id(self, channel: str) -> str: ...
-
-    async def trimmed_through(self, channel: str) -> str:
-        """The newest ID dropped by retention (ZERO_ID if none): cursors older than it have a gap."""
-        ...
-
-    async def read_after(self, channel: str, after: str, count: int) -> list[Entry]: ...
-
-    async def wait_after(self, channel: str, after: str, timeout_seconds: float) -> list[Entry]:
-        """Entries after `after`, waiting up to the timeout for the first one."""
-        ...
-
-    async def close(self) -> None: ...
-
-
 # Appends an event once: a mark per event ID, kept as long as the events are, refuses a second copy.
 _APPEND_ONCE = """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
@@ -70,7 +48,7 @@ return id
 """
 
 
-class RedisEventStore:
+class EventStore:
     """One Redis Stream per project, trimmed by length (MAXLEN) and age (MINID), both approximate."""
 
     def __init__(self, client: Redis, *, max_length: int, max_age_seconds: int) -> None:
@@ -84,6 +62,7 @@ class RedisEventStore:
         return f"taskql:events:{{{channel}}}"  # {hash tag}: the stream and its marks share a Redis Cluster slot
 
     async def append(self, channel: str, payload: dict[str, Any], *, event_id: str) -> str | None:
+        """Appends the event, unless an event with this ID was appended already (then None)."""
         key = self._key(channel)
         oldest_kept = f"{int(time.time() * 1000) - self._max_age_seconds * 1000}-0"
         entry_id = await self._append_once(
@@ -97,6 +76,7 @@ class RedisEventStore:
         return _text(info.get("last-generated-id", ZERO_ID)) if info else ZERO_ID
 
     async def trimmed_through(self, channel: str) -> str:
+        """The newest ID dropped by retention (ZERO_ID if none): cursors older than it have a gap."""
         # Redis does not record what trimming dropped, but everything dropped precedes the first entry kept.
         info = await self._info(channel)
         if not info or info["entries-added"] <= info["length"]:
@@ -118,6 +98,7 @@ class RedisEventStore:
         return [_entry(entry_id, fields) for entry_id, fields in rows]
 
     async def wait_after(self, channel: str, after: str, timeout_seconds: float) -> list[Entry]:
+        """Entries after `after`, waiting up to the timeout for the first one."""
         reply = await self._client.xread({self._key(channel): after}, block=int(timeout_seconds * 1000))
         return [_entry(entry_id, fields) for _, rows in reply for entry_id, fields in rows]
 
@@ -134,76 +115,9 @@ def _entry(entry_id: str | bytes, fields: dict[Any, Any]) -> Entry:
     return Entry(_text(entry_id), decode_document(_text(raw)))
 
 
-@dataclass
-class _MemoryStream:
-    entries: deque[Entry] = field(default_factory=deque)
-    last: tuple[int, int] = (0, 0)
-    trimmed: str = ZERO_ID
-    published: dict[str, None] = field(default_factory=dict)  # event IDs, oldest first
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-
-class MemoryEventStore:
-    """One process only (no REDIS_URL): the same semantics in memory."""
-
-    def __init__(self, *, max_length: int, max_age_seconds: int) -> None:
-        self._streams: dict[str, _MemoryStream] = {}
-        self._max_length = max_length
-        self._max_age_ms = max_age_seconds * 1000
-
-    def _stream(self, channel: str) -> _MemoryStream:
-        return self._streams.setdefault(channel, _MemoryStream())
-
-    async def append(self, channel: str, payload: dict[str, Any], *, event_id: str) -> str | None:
-        stream = self._stream(channel)
-        if event_id in stream.published:
-            return None
-        stream.published[event_id] = None
-        if len(stream.published) > self._max_length:
-            del stream.published[next(iter(stream.published))]
-        now_ms = int(time.time() * 1000)
-        ms, seq = stream.last
-        stream.last = (now_ms, 0) if now_ms > ms else (ms, seq + 1)
-        entry = Entry(f"{stream.last[0]}-{stream.last[1]}", payload)
-        stream.entries.append(entry)
-        oldest_kept = (now_ms - self._max_age_ms, 0)
-        while stream.entries and (
-            len(stream.entries) > self._max_length or parse_id(stream.entries[0].id) < oldest_kept
-        ):
-            stream.trimmed = stream.entries.popleft().id
-        async with stream.changed:
-            stream.changed.notify_all()
-        return entry.id
-
-    async def last_id(self, channel: str) -> str:
-        ms, seq = self._stream(channel).last
-        return f"{ms}-{seq}"
-
-    async def trimmed_through(self, channel: str) -> str:
-        return self._stream(channel).trimmed
-
-    async def read_after(self, channel: str, after: str, count: int) -> list[Entry]:
-        cursor = parse_id(after)
-        return [entry for entry in self._stream(channel).entries if parse_id(entry.id) > cursor][:count]
-
-    async def wait_after(self, channel: str, after: str, timeout_seconds: float) -> list[Entry]:
-        stream = self._stream(channel)
-        async with stream.changed:
-            try:
-                await asyncio.wait_for(stream.changed.wait_for(lambda: stream.last > parse_id(after)), timeout_seconds)
-            except TimeoutError:
-                return []
-        return await self.read_after(channel, after, self._max_length)
-
-    async def close(self) -> None:
-        self._streams.clear()
-
-
 def create_event_store(settings: Settings, tracer_provider: TracerProvider | None = None) -> EventStore:
-    """A Redis Stream per project when Redis is configured, else memory (one process only)."""
-    retention = {"max_length": settings.events_max_length, "max_age_seconds": settings.events_max_age_seconds}
-    if settings.redis_url is None:
-        return MemoryEventStore(**retention)
+    """The store on a Redis client of its own, whose socket waits as long as a blocking read."""
+    assert settings.redis_url is not None, "taskql serve sets REDIS_URL (an embedded server when unset)"
     # Blocking reads wait up to READ_BLOCK_SECONDS: the socket must wait longer than that.
     client = Redis.from_url(
         settings.redis_url,
@@ -211,4 +125,4 @@ def create_event_store(settings: Settings, tracer_provider: TracerProvider | Non
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
     instrument_redis(client, tracer_provider)
-    return RedisEventStore(client, **retention)
+    return EventStore(client, max_length=settings.events_max_length, max_age_seconds=settings.events_max_age_seconds)

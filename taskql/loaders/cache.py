@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from redis.asyncio import Redis
@@ -67,12 +66,6 @@ class PutEntry:
     ttl: int
 
 
-class CacheBackend(Protocol):
-    async def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
-
-    async def put_many(self, entries: Sequence[PutEntry]) -> None: ...
-
-
 class RedisBackend:
     """Shared by every instance: MGET for reads, one Lua compare-and-set for writes."""
 
@@ -89,45 +82,6 @@ class RedisBackend:
         for entry in entries:
             args += [entry.ttl, entry.version, entry.value]
         await self._put(keys=[entry.key for entry in entries], args=args)
-
-
-def _version_of(value: str) -> tuple[int, bool]:
-    version, _, payload = value.partition("|")
-    return int(version), payload != _UNKNOWN
-
-
-class MemoryBackend:
-    """One process only (no REDIS_URL): the same rules in a bounded LRU."""
-
-    def __init__(self, max_entries: int) -> None:
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._max_entries = max_entries
-
-    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        now = time.monotonic()
-        values: list[str | None] = []
-        for key in keys:
-            entry = self._entries.get(key)
-            if entry is None or entry[0] <= now:
-                self._entries.pop(key, None)
-                values.append(None)
-            else:
-                self._entries.move_to_end(key)
-                values.append(entry[1])
-        return values
-
-    async def put_many(self, entries: Sequence[PutEntry]) -> None:
-        now = time.monotonic()
-        for entry in entries:
-            current = self._entries.get(entry.key)
-            if current is not None and current[0] > now:
-                version, known = _version_of(current[1])
-                if entry.version < version or (entry.version == version and known):
-                    continue
-            self._entries[entry.key] = (now + entry.ttl, entry.value)
-            self._entries.move_to_end(entry.key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
 
 
 @dataclass
@@ -161,7 +115,7 @@ class EntityCache:
 
     def __init__(
         self,
-        backend: CacheBackend | None,
+        backend: RedisBackend | None,
         *,
         ttl_seconds: Mapping[str, int],
         retry_after_seconds: float = 1.0,
@@ -212,7 +166,7 @@ class EntityCache:
             for entry in entries:
                 self._unwritten[entry.key] = (entry.version, entry.ttl)
 
-    async def _attempt(self, operation: Callable[[CacheBackend], Awaitable[T]]) -> tuple[bool, T | None]:
+    async def _attempt(self, operation: Callable[[RedisBackend], Awaitable[T]]) -> tuple[bool, T | None]:
         """(True, result) of a backend call; (False, None) when the cache is off, down or failing."""
         backend = self._backend
         if backend is None:
@@ -236,7 +190,7 @@ class EntityCache:
             self._down_until = time.monotonic() + self._retry_after
             return False, None
 
-    async def _replay_unwritten(self, backend: CacheBackend) -> None:
+    async def _replay_unwritten(self, backend: RedisBackend) -> None:
         if not self._unwritten:
             return
         markers = [
@@ -246,9 +200,8 @@ class EntityCache:
         self._unwritten.clear()
 
 
-def create_redis(settings: Settings) -> Redis | None:
-    if settings.redis_url is None:
-        return None
+def create_redis(settings: Settings) -> Redis:
+    assert settings.redis_url is not None, "taskql serve sets REDIS_URL (an embedded server when unset)"
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_seconds,
@@ -256,13 +209,10 @@ def create_redis(settings: Settings) -> Redis | None:
     )
 
 
-def create_cache(settings: Settings, redis: Redis | None) -> EntityCache:
-    """Redis when configured, else a bounded in-process LRU; no backend at all when disabled."""
-    backend: CacheBackend | None = None
-    if settings.cache_enabled:
-        backend = RedisBackend(redis) if redis is not None else MemoryBackend(settings.cache_memory_max_entries)
+def create_cache(settings: Settings, redis: Redis) -> EntityCache:
+    """The cache on Redis; with no backend at all when disabled."""
     return EntityCache(
-        backend,
+        RedisBackend(redis) if settings.cache_enabled else None,
         ttl_seconds={
             "user": settings.cache_user_ttl_seconds,
             "project": settings.cache_project_ttl_seconds,
