@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -156,3 +157,22 @@ async def test_a_malformed_cursor_is_bad_user_input(
         with pytest.raises(BadUserInput):
             await subscription.replay_after(cursor)
 
+
+async def test_a_subscriber_whose_cancellation_was_swallowed_does_not_wait_for_events(
+    store: EventStore, request: pytest.FixtureRequest
+) -> None:
+    # On Python 3.11 asyncio.wait_for, which the MongoDB driver awaits while a subscription starts,
+    # returns its result instead of raising when the cancel arrives as the result does.
+    broker = EventBroker(store, buffer_size=10)
+    async with broker.subscribe(channel(request)) as subscription:
+
+        async def subscriber() -> None:
+            asyncio.current_task().cancel()  # type: ignore[union-attr]
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)  # swallowed, as wait_for does
+            await subscription.next()
+
+        task = asyncio.create_task(subscriber())
+        done, _ = await asyncio.wait([task], timeout=5)
+
+    assert task in done and task.cancelled()
