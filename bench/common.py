@@ -7,7 +7,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -29,12 +28,6 @@ class BenchError(RuntimeError):
 def say(message: str) -> None:
     """Progress on stderr, so stdout holds only the result table."""
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

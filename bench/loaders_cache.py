@@ -29,7 +29,6 @@ from bench.common import (
     REPO_ROOT,
     BenchError,
     environment,
-    free_port,
     redis_version,
     say,
     stop_process,
@@ -40,7 +39,8 @@ from bench.loadgen import LoadResult, run_load
 from bench.otlp_sink import ReceivedSpans, otlp_http_sink
 from bench.serve import MODES, STATS_PATH, Mode
 from taskql.db.client import Database, create_client
-from taskql.embedded import EmbeddedMongo
+from taskql.embedded import embedded_services
+from taskql.embedded.child import free_port
 from taskql.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loaders_cache.json"
@@ -226,16 +226,18 @@ def _ratio(modes: dict[str, dict[str, Any]], faster: str, slower: str) -> float 
     return round(modes[faster]["requests_per_second"] / modes[slower]["requests_per_second"], 2)
 
 
-async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], redis_url: str) -> dict[str, Any]:
+async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], redis_url: str | None) -> dict[str, Any]:
     """Seeds `spec`, measures each mode in turn under `plan`; the report written as JSON."""
-    # Fails early when Redis is unreachable: mode a would otherwise measure no cache.
-    machine = environment(PACKAGES, await redis_version(redis_url))
     modes: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="taskql-bench-") as tmp, otlp_http_sink() as spans:
         run_dir = Path(tmp)
-        mongo = EmbeddedMongo(run_dir)  # the same SecantusDB launcher `taskql serve` uses, as its own process
-        mongodb_uri = await mongo.start()
-        try:
+        # The embedded servers `taskql serve` starts, as processes of their own (Redis unless given).
+        unset = Settings(_env_file=None, data_dir=run_dir, mongodb_uri=None, redis_url=redis_url)
+        with embedded_services(unset) as services:
+            assert services.mongodb_uri is not None and services.redis_url is not None
+            mongodb_uri, redis_url = services.mongodb_uri, services.redis_url
+            # Fails early when Redis is unreachable: mode a would otherwise measure no cache.
+            machine = environment(PACKAGES, await redis_version(redis_url))
             say(f"seeding {spec.users} users, {spec.projects} projects, {spec.tasks:,} tasks")
             dataset = await _seed(mongodb_uri, run_dir, spec)
             reference: tuple[str, Any] | None = None
@@ -253,8 +255,6 @@ async def run(spec: DatasetSpec, plan: LoadPlan, *, modes_to_run: list[str], red
                     reference = (name, answer)
                 elif answer != reference[1]:
                     raise BenchError(f"modes {reference[0]} and {name} answer the nested query differently")
-        finally:
-            await mongo.stop()
     return {
         "benchmark": "loaders_cache",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -316,9 +316,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, DatasetSpec
     parser.add_argument("--users", type=int, default=defaults.users, help=f"(default: {defaults.users})")
     parser.add_argument("--projects", type=int, default=defaults.projects, help=f"(default: {defaults.projects})")
     parser.add_argument("--tasks", type=int, default=defaults.tasks, help=f"(default: {defaults.tasks:,})")
-    parser.add_argument(
-        "--redis-url", default="redis://127.0.0.1:6379/0", help="the cache of mode a (default: %(default)s)"
-    )
+    parser.add_argument("--redis-url", help="a Redis to use (default: an embedded Valkey, as `taskql serve` starts)")
     parser.add_argument(
         "--output", type=Path, default=RESULTS, help="JSON report (default: bench/results/loaders_cache.json)"
     )

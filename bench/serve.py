@@ -73,7 +73,7 @@ def settings_for(mode: Mode, *, mongodb_uri: str, database: str, data_dir: Path,
         mongodb_uri=mongodb_uri,
         mongodb_database=database,
         data_dir=data_dir,
-        redis_url=redis_url if mode.cache else None,
+        redis_url=redis_url,  # rate limits and events need it in every mode
         cache_enabled=mode.cache,
         tracing_exporter="otlp-http" if mode.traced else "none",
         **UNLIMITED_RATE,  # throughput, not the rate limits, is measured; every request is still charged
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mongodb-uri", required=True)
     parser.add_argument("--database", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--redis-url", required=True, help="used by modes a and t only")
+    parser.add_argument("--redis-url", required=True, help="the entity cache of modes a and t")
     parser.add_argument("--otlp-endpoint", required=True, help="where mode t sends its spans")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]

@@ -36,7 +36,6 @@ from bench.common import (
     REPO_ROOT,
     BenchError,
     environment,
-    free_port,
     log_tail,
     redis_version,
     say,
@@ -45,8 +44,9 @@ from bench.common import (
 )
 from bench.loadgen import percentile
 from bench.subscribers import TASK_EVENTS, TITLE_PREFIX, Assignment, ClientSpec
-from taskql.embedded import EmbeddedMongo
-from taskql.settings import UNLIMITED_RATE
+from taskql.embedded import embedded_services
+from taskql.embedded.child import free_port
+from taskql.settings import UNLIMITED_RATE, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "subscriptions.json"
 DATABASE = "taskql_bench_subscriptions"
@@ -657,20 +657,22 @@ def _analyse(plan: Plan, observed: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def run(plan: Plan, *, redis_url: str, profile_dir: Path | None = None) -> dict[str, Any]:
+async def run(plan: Plan, *, redis_url: str | None, profile_dir: Path | None = None) -> dict[str, Any]:
     """Starts the database and the servers, measures `plan`; the report written as JSON."""
     # SIGTERM would end this process at once, leaving its children running: cancel instead, so they are stopped.
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    machine = environment(PACKAGES, await redis_version(redis_url))
     with tempfile.TemporaryDirectory(prefix="taskql-bench-") as tmp:
         run_dir = Path(tmp)
-        mongo = EmbeddedMongo(run_dir)  # the same SecantusDB launcher `taskql serve` uses, as its own process
-        say("starting SecantusDB and the servers")
-        mongodb_uri = await mongo.start()
-        jwt_secret = secrets.token_urlsafe(48)
-        try:
+        say("starting SecantusDB, Valkey (unless --redis-url) and the servers")
+        # The embedded servers `taskql serve` starts, as processes of their own.
+        unset = Settings(_env_file=None, data_dir=run_dir, mongodb_uri=None, redis_url=redis_url)
+        with embedded_services(unset) as services:
+            assert services.mongodb_uri is not None and services.redis_url is not None
+            mongodb_uri, redis_url = services.mongodb_uri, services.redis_url
+            machine = environment(PACKAGES, await redis_version(redis_url))
+            jwt_secret = secrets.token_urlsafe(48)
             async with contextlib.AsyncExitStack() as stack:
                 servers = [
                     await stack.enter_async_context(
@@ -689,8 +691,6 @@ async def run(plan: Plan, *, redis_url: str, profile_dir: Path | None = None) ->
                 observed = await _measure(plan, servers, run_dir)
             # Read once the servers have stopped: everything they logged is in.
             problems = sum((_log_problems(server.log_path) for server in servers), Counter())
-        finally:
-            await mongo.stop()
     return {
         "benchmark": "subscriptions",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -788,7 +788,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
         default="deflate",
         help="WebSocket permessage-deflate, as browsers negotiate it (default: %(default)s)",
     )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="(default: %(default)s)")
+    parser.add_argument("--redis-url", help="a Redis to use (default: an embedded Valkey, as `taskql serve` starts)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON report (default: %(default)s)")
     parser.add_argument(
         "--profile",
