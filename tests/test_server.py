@@ -66,13 +66,18 @@ async def doomed_database(tmp_path: Path) -> AsyncIterator[SecantusDBServer]:
 
 @pytest.mark.parametrize("environment", ["test", "production"])
 async def test_database_outage_is_masked_logged_and_reported_by_readyz(
-    doomed_database: SecantusDBServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, environment: str
+    doomed_database: SecantusDBServer,
+    redis_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    environment: str,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="taskql.errors")
     settings = Settings(
         _env_file=None,
         taskql_env=environment,
         mongodb_uri=doomed_database.uri,
+        redis_url=redis_url,
         mongodb_database=f"t_{uuid.uuid4().hex[:8]}",
         mongodb_server_selection_timeout_ms=300,
         mongodb_timeout_ms=1_000,
