@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test bench bench-subscriptions schema lock clean
+.PHONY: run test bench bench-subscriptions bench-http schema lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP_TEST)
 # Live task events: 1,000 subscribers on 2 servers, 50 mutations/s (bench/README.md); about 2 minutes.
 bench-subscriptions: $(STAMP_TEST)
 	$(VENV)/bin/python -m bench.subscriptions
+
+# The request path against an in-memory Strawberry app, with wrk (bench/README.md); about 2.5 minutes.
+bench-http: $(STAMP_TEST)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(VENV)/bin/python -m bench.http
 
 schema: $(STAMP_RUN)
 	$(VENV)/bin/taskql export-schema
