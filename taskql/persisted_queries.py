@@ -15,14 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from graphql import GraphQLError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from strawberry.extensions import SchemaExtension
 
 logger = logging.getLogger("taskql.persisted_queries")
 
@@ -103,13 +101,3 @@ class PersistedQueries:
 
 def _error(message: str, code: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code})
-
-
-class PersistedQueryExtension(SchemaExtension):
-    """Puts the persisted document in place before Strawberry parses the request."""
-
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
-        execution = self.execution_context
-        persisted: PersistedQueries = execution.context.deps.runtime.persisted_queries
-        execution.query = await persisted.resolve(execution.query, execution.operation_extensions)
-        yield

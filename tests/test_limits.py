@@ -8,8 +8,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from graphql import parse
+from strawberry.extensions.validation_cache import DEFAULT_MAXSIZE, _get_validate_cache
 
 from taskql.schema.limits import query_cost
+from taskql.schema.operation_cost import CostCache
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import Settings
@@ -176,3 +178,30 @@ async def test_a_field_repeated_side_by_side_is_refused(owner_client: GraphQLCli
     assert not await _errors(owner_client, repeated(5))
     [error] = await _errors(owner_client, repeated(6))
     assert error["message"] == "`__typename` is selected more than 5 times in one place."
+
+
+async def test_a_repeated_document_is_validated_once(anonymous: GraphQLClient) -> None:
+    # Strawberry's ValidationCache (its shared LRU) hits only if the rules are the same objects on
+    # every request: rules built per request made every request a full validation.
+    validations = _get_validate_cache(DEFAULT_MAXSIZE)
+    await anonymous.execute("{ __typename viewer { id } }")
+    before = validations.cache_info()
+
+    for _ in range(3):
+        await anonymous.execute("{ __typename viewer { id } }")
+
+    after = validations.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (3, 0)
+
+
+def test_a_cost_is_computed_once_per_document_and_page_sizes() -> None:
+    costs = CostCache(max_entries=2)
+    document = parse(NESTED)
+
+    first = costs.cost(SCHEMA, document, None, {"projects": 10, "tasks": 50})
+    again = costs.cost(SCHEMA, document, None, {"tasks": 50, "projects": 10})
+    other_sizes = costs.cost(SCHEMA, document, None, {"projects": 2, "tasks": 3})
+    same_text_other_object = costs.cost(SCHEMA, parse(NESTED), None, {"projects": 10, "tasks": 50})
+
+    assert first == again == same_text_other_object == query_cost(SCHEMA, document, None, {"projects": 10, "tasks": 50})
+    assert other_sizes == query_cost(SCHEMA, document, None, {"projects": 2, "tasks": 3}) != first

@@ -1,16 +1,16 @@
-"""What one GraphQL document may ask for, checked before anything runs.
+"""What one GraphQL document may ask for, checked before anything runs (guard.py applies these).
 
-Depth, aliases and tokens use Strawberry's limiters; directives and repeated fields are counted
-here. The cost of an operation is GitHub's "node limit": every connection may return as many nodes
-as its `first`/`last` (the default page size when neither is given), once for each node of the
-connections around it, so `projects(first: 10) { tasks(first: 50) }` may return 10 + 10 × 50 = 510
-nodes. operation_cost.py refuses and charges operations by it.
+Depth and aliases use Strawberry's limiters' rules; directives and repeated fields are counted
+here; tokens are a parser option. The cost of an operation is GitHub's "node limit": every
+connection may return as many nodes as its `first`/`last` (the default page size when neither is
+given), once for each node of the connections around it, so `projects(first: 10) { tasks(first:
+50) }` may return 10 + 10 × 50 = 510 nodes. guard.py refuses and charges operations by it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
@@ -22,6 +22,7 @@ from graphql import (
     GraphQLField,
     GraphQLSchema,
     InlineFragmentNode,
+    NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
@@ -30,13 +31,7 @@ from graphql import (
     value_from_ast,
 )
 from graphql.type import GraphQLInterfaceType, GraphQLObjectType
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
 from taskql.db.pagination import DEFAULT_PAGE_SIZE
 from taskql.settings import Settings
@@ -141,12 +136,16 @@ def _max_repeats_rule(max_repeats: int) -> type[ValidationRule]:
     return MaxFieldRepeatsRule
 
 
-def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
-    """Factories: Strawberry builds a fresh extension per request from each."""
-    rules = [_max_directives_rule(settings.max_query_directives), _max_repeats_rule(settings.max_field_repeats)]
-    return [
-        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_query_aliases),
-        lambda: AddValidationRules(rules),
+def validation_rules(settings: Settings) -> tuple[type[ValidationRule], ...]:
+    """The rules a document must pass, built once per schema: ValidationCache's key includes them,
+    so rules built per request (as Strawberry's limiter extensions build theirs) make every
+    request a cache miss and a full validation."""
+    rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_query_aliases).validation_rules,
+        _max_directives_rule(settings.max_query_directives),
+        _max_repeats_rule(settings.max_field_repeats),
     ]
+    if settings.is_production:  # introspection would map the API for an attacker
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return tuple(rules)

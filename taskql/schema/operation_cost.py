@@ -1,12 +1,8 @@
-"""What an operation costs, checked and charged before it runs.
+"""What an operation costs, and charging it to the rate limits (guard.py does both before it runs).
 
 Its cost is the number of nodes its connections may return (limits.query_cost); the operations
-of one batch add up. Over `max_query_cost` it is refused: QUERY_TOO_COMPLEX, with the cost.
-Otherwise it spends 1 point plus 1 per 100 nodes from its user's budget and its client IP's
-(GitHub's model). Over either budget it is refused too: RATE_LIMITED with `retryAfter` in seconds
-(over HTTP: 429 with `Retry-After`, which the server sets for every RATE_LIMITED). Each HTTP
-answer to an operation carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
-for the tighter budget.
+of one batch add up. It spends 1 point plus 1 per 100 nodes from its user's budget and its client
+IP's (GitHub's model).
 
 If Redis cannot be reached, operations run uncounted (fail open): refusing every request because a
 counter is away would turn a Redis outage into a full outage, and the cost, depth, size and login
@@ -16,18 +12,16 @@ limits still bound what any one request can do.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from typing import Any
 
-from graphql import GraphQLError
-from opentelemetry import trace
+from graphql import DocumentNode, GraphQLSchema
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
-from strawberry.extensions import SchemaExtension
 
 from taskql import metrics
 from taskql.context import Context
-from taskql.logs import note_operation
 from taskql.rate_limits import Budget, Usage
 from taskql.schema.limits import query_cost
 from taskql.services.common import Deps
@@ -40,55 +34,38 @@ def operation_points(cost: int) -> int:
     return 1 + cost // NODES_PER_POINT
 
 
-class OperationCost(SchemaExtension):
-    def __init__(self) -> None:
-        self._reported = False
+class CostCache:
+    """Costs by document, operation and integer variables (page sizes are the only variables a cost
+    depends on), like ValidationCache: a repeated operation is walked once. Keyed by the document
+    object, which ParserCache hands out again for the same text; least recently used go first."""
 
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
-        try:
-            yield  # a syntax error is raised through here (by ParserCache)
-        finally:
-            if not self._reported:  # refused before running: still tell the client its budget
-                usage = await _charge(self.execution_context.context.deps, 0)
-                if usage is not None:
-                    _report(self.execution_context.context.response, usage)
+    def __init__(self, max_entries: int = 1_000) -> None:
+        self._max_entries = max_entries
+        self._costs: OrderedDict[tuple[int, str | None, tuple[tuple[str, int], ...]], tuple[DocumentNode, int]] = (
+            OrderedDict()
+        )
 
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
-        execution = self.execution_context
-        if execution.graphql_document is not None:
-            if isinstance(execution.context.request, Request):
-                viewer = execution.context.deps.viewer
-                note_operation(
-                    execution.context.request.state,
-                    execution.operation_name,
-                    execution.operation_type.value,
-                    str(viewer.id) if viewer else None,
-                )
-            settings = execution.context.deps.runtime.settings
-            cost = query_cost(
-                execution.schema._schema, execution.graphql_document, execution.operation_name, execution.variables
-            )
-            trace.get_current_span().set_attribute("graphql.operation.cost", cost)
-            request_cost = _add_to_request(execution.context, cost)
-            if request_cost > settings.max_query_cost:
-                raise GraphQLError(
-                    f"This request could return up to {request_cost} nodes; the limit is {settings.max_query_cost}. "
-                    "Ask for smaller pages (`first`/`last`) or fewer nested connections.",
-                    extensions={"code": "QUERY_TOO_COMPLEX", "cost": request_cost, "maxCost": settings.max_query_cost},
-                )
-            usage = await _charge(execution.context.deps, operation_points(cost))
-            if usage is not None:
-                _report(execution.context.response, usage)
-                self._reported = True
-                if not usage.allowed:
-                    raise GraphQLError(
-                        f"Rate limit exceeded: retry in {usage.reset_seconds} s.",
-                        extensions={"code": "RATE_LIMITED", "retryAfter": usage.reset_seconds},
-                    )
-        yield
+    def cost(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+    ) -> int:
+        sizes = tuple(sorted((k, v) for k, v in (variables or {}).items() if type(v) is int))
+        key = (id(document), operation_name, sizes)
+        cached = self._costs.get(key)
+        if cached is not None and cached[0] is document:  # the same object, not one that reused its id
+            self._costs.move_to_end(key)
+            return cached[1]
+        cost = query_cost(schema, document, operation_name, variables)
+        self._costs[key] = (document, cost)
+        if len(self._costs) > self._max_entries:
+            self._costs.popitem(last=False)
+        return cost
 
 
-def _add_to_request(context: Context, cost: int) -> int:
+def add_to_request(context: Context, cost: int) -> int:
     """The cost of the HTTP request so far: the operations of a batch count together. Over a
     WebSocket each operation stands alone (the connection's context outlives them)."""
     if not isinstance(context.request, Request):
@@ -98,7 +75,7 @@ def _add_to_request(context: Context, cost: int) -> int:
     return state.graphql_cost
 
 
-async def _charge(deps: Deps, points: int) -> Usage | None:
+async def charge(deps: Deps, points: int) -> Usage | None:
     """The tighter budget after charging both (None when Redis is unreachable)."""
     settings = deps.runtime.settings
     window = settings.rate_limit_window_seconds
@@ -120,8 +97,9 @@ async def _charge(deps: Deps, points: int) -> Usage | None:
     return tightest
 
 
-def _report(response: object, usage: Usage) -> None:
-    if not isinstance(response, Response):  # a WebSocket: the error alone tells
+def report(response: object, usage: Usage) -> None:
+    """RateLimit-* headers of the tighter budget on an HTTP answer (a WebSocket: the error alone tells)."""
+    if not isinstance(response, Response):
         return
     response.headers["RateLimit-Limit"] = str(usage.limit)
     response.headers["RateLimit-Remaining"] = str(usage.remaining)

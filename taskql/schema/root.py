@@ -9,12 +9,11 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from opentelemetry.trace import Tracer
-from strawberry.extensions import DisableIntrospection, ParserCache, ValidationCache
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from taskql.persisted_queries import PersistedQueryExtension
 from taskql.resolvers import nodes as node_fields
 from taskql.resolvers import projects as project_fields
 from taskql.resolvers import subscriptions as subscription_fields
@@ -22,9 +21,9 @@ from taskql.resolvers import tasks as task_fields
 from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
-from taskql.schema.limits import limit_extensions
+from taskql.schema.guard import OperationGuard
+from taskql.schema.limits import validation_rules
 from taskql.schema.metrics import count_errors, metrics_extensions
-from taskql.schema.operation_cost import OperationCost
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
 from taskql.schema.shared_events import SharedEventExecutor
@@ -106,7 +105,6 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
     introspection or "Did you mean …" suggestions, which would map the API for an attacker. With a
     tracer, operations and resolvers are traced (tracing.py)."""
     settings = settings or Settings(_env_file=None)
-    production_only = [DisableIntrospection] if settings.is_production else []
     # First: the operation's span is current while the other extensions run.
     tracing = [] if tracer is None else [lambda: GraphQLTracing(tracer)]
     # Next: an operation's duration includes what the other extensions do (parsing, limits, cost).
@@ -119,10 +117,8 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
         extensions=[
             *tracing,
             *measuring,
-            PersistedQueryExtension,  # first of the others: they need the document
-            *limit_extensions(settings),
-            OperationCost,
-            *production_only,
+            # Before the caches: it puts the persisted document in place.
+            OperationGuard.factory(validation_rules(settings), settings.max_query_tokens),
             ParserCache,
             ValidationCache,
         ],
