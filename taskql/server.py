@@ -30,6 +30,7 @@ from strawberry.types import ExecutionResult
 
 from taskql import http_protocol, logs, metrics
 from taskql.auth.passwords import Passwords
+from taskql.auth.revocations import Revocations
 from taskql.auth.tokens import TokenIssuer
 from taskql.body_limit import BodyLimitMiddleware
 from taskql.client_ip import parse_networks
@@ -180,6 +181,12 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         events = EventBroker(event_store, buffer_size=settings.subscription_buffer_size)
         db = Database(client, settings)
         outbox = Outbox(db, events)
+        revocations = Revocations(
+            redis,
+            db,
+            access_ttl_seconds=settings.access_token_ttl_seconds,
+            retry_seconds=settings.cache_retry_seconds,
+        )
         try:
             await db.detect_capabilities()
             await ensure_indexes(db)
@@ -201,6 +208,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                 persisted_queries=PersistedQueries.create(
                     redis, ttl_seconds=settings.apq_ttl_seconds, allowlist_file=settings.persisted_operations_file
                 ),
+                revocations=revocations,
                 tracer=tracer,
             )
             outbox.start()
@@ -208,6 +216,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         finally:
             metrics.process_exiting()
             await outbox.stop()
+            await revocations.close()
             await events.close()
             await client.close()
             await redis.aclose()

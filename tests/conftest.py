@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from taskql.context import Context, authenticated_deps
 from taskql.embedded.valkey import valkey_server
 from taskql.events.broker import Subscription
 from taskql.events.store import Entry
+from taskql.loaders.cache import EntityCache
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import UNLIMITED_RATE, Settings
@@ -313,6 +315,39 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+class Instances:
+    """Several app instances over one database and one Redis: a load-balanced fleet."""
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self.apps: list[Any] = []
+
+    async def start(self, settings: Settings, count: int) -> list[GraphQLClient]:
+        clients = []
+        for _ in range(count):
+            app = build_app(settings)
+            manager = await self._stack.enter_async_context(LifespanManager(app))
+            self.apps.append(app)
+            http = await self._stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t")
+            )
+            clients.append(GraphQLClient(http))
+        return clients
+
+    def cache(self, index: int) -> EntityCache:
+        return self.apps[index].state.runtime.cache
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+@pytest.fixture
+async def instances() -> AsyncIterator[Instances]:
+    fleet = Instances()
+    yield fleet
+    await fleet.close()
 
 
 SCHEMA = build_schema()

@@ -80,8 +80,11 @@ async def revoke_family(db: Database, *, family_id: ObjectId, now: datetime) -> 
 
 async def revoke_user_sessions(
     db: Database, *, user_id: ObjectId, now: datetime, keep_family: ObjectId | None = None
-) -> None:
+) -> list[ObjectId]:
+    """Revokes the user's logins (but `keep_family`); returns the families this call revoked."""
     query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
     if keep_family is not None:
         query["family_id"] = {"$ne": keep_family}
     await db.sessions.update_many(query, {"$set": {"revoked_at": now}})
+    # Read back by the revocation's own time: a login started meanwhile is either in both or in neither.
+    return await db.sessions.distinct("family_id", {"user_id": user_id, "revoked_at": now})

@@ -10,6 +10,7 @@ from opentelemetry.trace import Tracer
 
 from taskql.auth.passwords import Passwords
 from taskql.auth.permissions import Viewer
+from taskql.auth.revocations import Revocations
 from taskql.auth.tokens import TokenIssuer
 from taskql.client_ip import Network
 from taskql.db.client import Database
@@ -47,6 +48,7 @@ class Runtime:
     rate_limits: Counters
     trusted_proxies: tuple[Network, ...]
     persisted_queries: PersistedQueries
+    revocations: Revocations
     tracer: Tracer | None  # None: tracing is off
 
 

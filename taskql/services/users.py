@@ -41,13 +41,11 @@ async def authenticate(runtime: Runtime, loaders: Loaders, authorization: str | 
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Use `Authorization: Bearer <access token>`.")
     claims = runtime.tokens.decode_access_token(token.strip())
-    # A logout (or logoutAll) revokes the login's family: its access tokens stop working at once.
-    # Revocation is read from the database on every request, never from a cache.
+    # A logout (or logoutAll) revokes the login's family: its access tokens stop working at once,
+    # on every instance (auth/revocations.py).
     user, active = await asyncio.gather(
         loaders.users.load(claims.user_id),
-        sessions_db.is_family_active(
-            runtime.db, family_id=claims.session_family_id, user_id=claims.user_id, now=utcnow()
-        ),
+        runtime.revocations.is_active(family_id=claims.session_family_id, user_id=claims.user_id, now=utcnow()),
     )
     if user is None or not active:
         raise Unauthenticated("The session has ended; sign in again.")
@@ -129,6 +127,7 @@ class AccountService:
             if known is not None and known.used_at is not None:
                 # A rotated token came back: it was stolen or leaked. End that whole login.
                 await sessions_db.revoke_family(self._db, family_id=known.family_id, now=now)
+                await self._runtime.revocations.revoke([known.family_id])
             raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
         user = await self._deps.loaders.users.load(claimed.user_id)
         if user is None:
@@ -141,15 +140,17 @@ class AccountService:
         if known is None or known.revoked_at is not None:
             raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
         await sessions_db.revoke_family(self._db, family_id=known.family_id, now=utcnow())
+        await self._runtime.revocations.revoke([known.family_id])
 
     async def logout_all(self, *, keep_current: bool) -> None:
         viewer = self._deps.require_viewer()
-        await sessions_db.revoke_user_sessions(
+        revoked = await sessions_db.revoke_user_sessions(
             self._db,
             user_id=viewer.id,
             now=utcnow(),
             keep_family=viewer.session_family_id if keep_current else None,
         )
+        await self._runtime.revocations.revoke(revoked)
 
     async def update_profile(self, *, name: str | None, email: str | None) -> UserRecord:
         viewer = self._deps.require_viewer()
@@ -183,9 +184,10 @@ class AccountService:
         user = await users_db.update_user(self._db, user_id=viewer.id, changes={"password_hash": new_hash}, now=now)
         if user is None:
             raise NotFound(USER_NOT_FOUND)
-        await sessions_db.revoke_user_sessions(
+        revoked = await sessions_db.revoke_user_sessions(
             self._db, user_id=viewer.id, now=now, keep_family=viewer.session_family_id
         )
+        await self._runtime.revocations.revoke(revoked)
         return await self._deps.loaders.users.store(user)
 
 
