@@ -1,14 +1,16 @@
 """Budgets of points per time window, shared by every instance through Redis.
 
 A budget is a fixed window counter: the first charge in a window starts it, every charge adds its
-points, and the window's end resets it. Charging is one Lua script (check, add, expire), so two
-instances charging at once can never both spend the last points. A charge that would exceed the
-budget is refused and not counted, so a refused client is not pushed further back.
+points, and the window's end resets it. Charging is one Lua script (check, add, expire) for all the
+budgets a request spends from (its user's and its IP's), so two instances charging at once can never
+both spend the last points. A charge that would exceed a budget is refused and counted in none, so a
+refused client is not pushed further back.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -31,21 +33,31 @@ class Usage:
     reset_seconds: int  # until the window ends
 
 
-# KEYS[1]: the counter. ARGV: points to add, the budget, window (ms).
-# Returns {allowed (0/1), spent after the charge (or unchanged when refused), ms until reset}.
+# KEYS: the counters. ARGV: the points to add, then each counter's budget and window (ms).
+# Charges every counter or none: refused when any would go over its budget. Returns, per counter,
+# {fits (0/1), spent after the charge (or unchanged when refused), ms until its window ends}.
 _CHARGE = """
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  spent = 0
-  ttl = tonumber(ARGV[3])
-end
 local points = tonumber(ARGV[1])
-if spent + points > tonumber(ARGV[2]) then
-  return {0, spent, ttl}
+local spent, ttls, fits, all_fit = {}, {}, {}, true
+for i, key in ipairs(KEYS) do
+  spent[i] = tonumber(redis.call('GET', key) or '0')
+  ttls[i] = redis.call('PTTL', key)
+  if ttls[i] < 0 then
+    spent[i] = 0
+    ttls[i] = tonumber(ARGV[2 * i + 1])
+  end
+  fits[i] = spent[i] + points <= tonumber(ARGV[2 * i])
+  all_fit = all_fit and fits[i]
 end
-redis.call('SET', KEYS[1], spent + points, 'PX', ttl)
-return {1, spent + points, ttl}
+local result = {}
+for i, key in ipairs(KEYS) do
+  if all_fit then
+    spent[i] = spent[i] + points
+    redis.call('SET', key, spent[i], 'PX', ttls[i])
+  end
+  result[3 * i - 2], result[3 * i - 1], result[3 * i] = fits[i] and 1 or 0, spent[i], ttls[i]
+end
+return result
 """
 
 
@@ -58,16 +70,22 @@ class Counters:
     def _key(key: str) -> str:
         return f"taskql:rate:{key}"
 
-    async def charge(self, key: str, points: int, budget: Budget) -> Usage:
-        allowed, spent, ttl = await self._charge(
-            keys=[self._key(key)], args=[points, budget.points, budget.window_seconds * 1000]
-        )
-        return Usage(
-            allowed=bool(allowed),
-            limit=budget.points,
-            remaining=max(0, budget.points - int(spent)),
-            reset_seconds=math.ceil(int(ttl) / 1000),
-        )
+    async def charge(self, charges: Sequence[tuple[str, Budget]], points: int) -> list[Usage]:
+        """Adds `points` to every (counter, budget) in one round trip, or to none if any budget would
+        go over; their usages in the same order (`allowed` false for the budgets that refused)."""
+        args: list[int] = [points]
+        for _, budget in charges:
+            args += [budget.points, budget.window_seconds * 1000]
+        reply = await self._charge(keys=[self._key(key) for key, _ in charges], args=args)
+        return [
+            Usage(
+                allowed=bool(reply[3 * i]),
+                limit=budget.points,
+                remaining=max(0, budget.points - int(reply[3 * i + 1])),
+                reset_seconds=math.ceil(int(reply[3 * i + 2]) / 1000),
+            )
+            for i, (_, budget) in enumerate(charges)
+        ]
 
     async def reset(self, key: str) -> None:
         await self._client.delete(self._key(key))

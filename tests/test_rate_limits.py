@@ -82,13 +82,29 @@ async def test_a_budget_refuses_what_would_exceed_it_and_does_not_count_it(redis
     counters = Counters(redis)
     budget = Budget("test", points=10, window_seconds=60)
 
-    spent = [await counters.charge("test:budget", 4, budget) for _ in range(3)]
-    peek = await counters.charge("test:budget", 0, budget)
+    spent = [(await counters.charge([("test:budget", budget)], 4))[0] for _ in range(3)]
+    [peek] = await counters.charge([("test:budget", budget)], 0)
 
     assert [u.allowed for u in spent] == [True, True, False]
     assert [u.remaining for u in spent] == [6, 2, 2]  # the refused charge took nothing
     assert 0 < spent[0].reset_seconds <= 60
     assert peek.allowed and peek.remaining == 2
+    await redis.aclose()
+
+
+async def test_a_charge_to_two_budgets_counts_in_neither_when_one_refuses(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    counters = Counters(redis)
+    user, ip = Budget("user", points=10, window_seconds=60), Budget("ip", points=5, window_seconds=60)
+    both = [("user:1", user), ("ip:1", ip)]
+
+    first = await counters.charge(both, 4)
+    refused = await counters.charge(both, 4)  # the IP has 1 left
+    after = await counters.charge(both, 0)
+
+    assert [(u.allowed, u.remaining) for u in first] == [(True, 6), (True, 1)]
+    assert [(u.allowed, u.remaining) for u in refused] == [(True, 6), (False, 1)]
+    assert [u.remaining for u in after] == [6, 1]  # the user's budget was not charged either
     await redis.aclose()
 
 

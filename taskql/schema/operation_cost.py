@@ -76,25 +76,22 @@ def add_to_request(context: Context, cost: int) -> int:
 
 
 async def charge(deps: Deps, points: int) -> Usage | None:
-    """The tighter budget after charging both (None when Redis is unreachable)."""
+    """The tighter budget after charging the user's and the IP's together (None when Redis is unreachable)."""
     settings = deps.runtime.settings
     window = settings.rate_limit_window_seconds
     charges = [(f"ip:{deps.client_ip}", Budget("ip", settings.rate_limit_ip_points, window))]
     if deps.viewer is not None:
         charges.insert(0, (f"user:{deps.viewer.id}", Budget("user", settings.rate_limit_user_points, window)))
-    tightest: Usage | None = None
     try:
-        for key, budget in charges:
-            usage = await deps.runtime.rate_limits.charge(key, points, budget)
-            if tightest is None or not usage.allowed or usage.remaining < tightest.remaining:
-                tightest = usage
-            if not usage.allowed:
-                metrics.RATE_LIMIT_REJECTIONS.labels(budget.name).inc()
-                break
+        usages = await deps.runtime.rate_limits.charge(charges, points)
     except RedisError as exc:
         logger.warning("rate limits unavailable, not counting this operation: %s", exc)
         return None
-    return tightest
+    for (_, budget), usage in zip(charges, usages, strict=True):
+        if not usage.allowed:
+            metrics.RATE_LIMIT_REJECTIONS.labels(budget.name).inc()
+            return usage
+    return min(usages, key=lambda usage: usage.remaining)
 
 
 def report(response: object, usage: Usage) -> None:

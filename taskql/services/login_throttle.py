@@ -39,7 +39,7 @@ class LoginThrottle:
     async def check(self) -> None:
         """Refuses the attempt if the account or the IP has used up its failures."""
         try:
-            usages = [await self._counters.charge(key, 0, self._budget) for key in self._keys]
+            usages = await self._counters.charge([(key, self._budget) for key in self._keys], 0)
         except RedisError as exc:
             logger.error("login throttle unavailable, refusing sign-ins: %s", exc)
             raise Unavailable(UNAVAILABLE) from exc
@@ -51,8 +51,7 @@ class LoginThrottle:
 
     async def failed(self) -> None:
         try:
-            for key in self._keys:
-                await self._counters.charge(key, 1, self._budget)
+            await self._counters.charge([(key, self._budget) for key in self._keys], 1)
         except RedisError as exc:
             logger.error("could not count a failed sign-in: %s", exc)
 
