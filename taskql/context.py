@@ -56,7 +56,11 @@ class Context:
 
 def new_loaders(runtime: Runtime) -> Loaders:
     return Loaders.create(
-        runtime.db, runtime.cache, max_batch_size=runtime.settings.loader_max_batch_size, tracer=runtime.tracer
+        runtime.db,
+        runtime.cache,
+        runtime.task_lists,
+        max_batch_size=runtime.settings.loader_max_batch_size,
+        tracer=runtime.tracer,
     )
 
 

@@ -40,6 +40,7 @@ from taskql.db.indexes import ensure_indexes
 from taskql.events.broker import EventBroker
 from taskql.events.store import create_event_store
 from taskql.loaders.cache import create_cache, create_redis
+from taskql.loaders.task_lists import TaskListCache
 from taskql.logs import AccessLogMiddleware, configure_logging
 from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import Counters
@@ -181,6 +182,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         events = EventBroker(event_store, buffer_size=settings.subscription_buffer_size)
         db = Database(client, settings)
         outbox = Outbox(db, events)
+        cache = create_cache(settings, redis)
         revocations = Revocations(
             redis,
             db,
@@ -200,7 +202,14 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                     audience=settings.jwt_audience,
                     access_ttl=settings.access_token_ttl,
                 ),
-                cache=create_cache(settings, redis),
+                cache=cache,
+                task_lists=TaskListCache(
+                    redis,
+                    enabled=settings.cache_enabled,
+                    ttl_seconds=settings.cache_task_ttl_seconds,
+                    retry_seconds=settings.cache_retry_seconds,
+                    stats=cache.stats,
+                ),
                 events=events,
                 outbox=outbox,
                 rate_limits=Counters(redis),

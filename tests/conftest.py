@@ -328,10 +328,12 @@ class Instances:
         clients = []
         for _ in range(count):
             app = build_app(settings)
-            manager = await self._stack.enter_async_context(LifespanManager(app))
+            await self._stack.enter_async_context(LifespanManager(app))
             self.apps.append(app)
+            # The app itself, not the manager's wrapper: that gives every request one shared `state`
+            # dict, where a server gives each its own (request ids, costs and operations live there).
             http = await self._stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t")
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
             )
             clients.append(GraphQLClient(http))
         return clients

@@ -85,8 +85,8 @@ async def test_database_outage_is_masked_logged_and_reported_by_readyz(
         data_dir=tmp_path,
     )
     app = build_app(settings)
-    async with LifespanManager(app) as manager:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as http:
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             client = await sign_up(GraphQLClient(http), "Doomed")
             port = doomed_database.uri.rsplit(":", 1)[1].strip("/")
             doomed_database.stop()
@@ -114,8 +114,8 @@ async def test_database_outage_is_masked_logged_and_reported_by_readyz(
 async def test_production_serves_no_graphiql(settings: Settings) -> None:
     production = settings.model_copy(update={"taskql_env": "production"})
     app = build_app(production)
-    async with LifespanManager(app) as manager:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as http:
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             page = await http.get("/graphql", headers={"accept": "text/html"})
             query = await http.get("/graphql", params={"query": "{ viewer { id } }"}, headers={"x-taskql-csrf": "1"})
 

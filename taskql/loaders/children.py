@@ -25,6 +25,7 @@ from taskql.db.tasks import (
     page_tasks_by_project,
 )
 from taskql.loaders.cache import CacheStats
+from taskql.loaders.task_lists import TaskListCache
 
 S = TypeVar("S", bound=Hashable)
 V = TypeVar("V")
@@ -56,12 +57,20 @@ TaskListShape = tuple[TaskFilterSpec, TaskOrderSpec, PageRequest]
 
 
 class TaskPageByProjectLoader(ByParentLoader[TaskListShape, Page[TaskRecord]]):
-    def __init__(self, db: Database, stats: CacheStats, *, max_batch_size: int) -> None:
+    """Pages from the task list cache (task_lists.py), the rest in one database command."""
+
+    def __init__(self, db: Database, stats: CacheStats, task_lists: TaskListCache, *, max_batch_size: int) -> None:
         async def fetch(project_ids: Sequence[ObjectId], shape: TaskListShape) -> dict[ObjectId, Page[TaskRecord]]:
-            task_filter, order, page = shape
-            return await page_tasks_by_project(
-                db, project_ids=project_ids, task_filter=task_filter, order=order, page=page
-            )
+            pages, generations = await task_lists.get(project_ids, shape)
+            missing = [project_id for project_id in project_ids if project_id not in pages]
+            if missing:
+                task_filter, order, page = shape
+                read = await page_tasks_by_project(
+                    db, project_ids=missing, task_filter=task_filter, order=order, page=page
+                )
+                await task_lists.put(read, shape, generations)
+                pages.update(read)
+            return pages
 
         super().__init__(fetch, stats, max_batch_size=max_batch_size)
 

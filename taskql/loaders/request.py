@@ -16,6 +16,7 @@ from taskql.loaders.children import (
     TaskPageByProjectLoader,
 )
 from taskql.loaders.entities import ProjectByIdLoader, TaskByIdLoader, UserByIdLoader
+from taskql.loaders.task_lists import TaskListCache
 from taskql.tracing import trace_batches
 
 
@@ -30,13 +31,21 @@ class Loaders:
     activity_counts: ActivityCountByTaskLoader
 
     @classmethod
-    def create(cls, db: Database, cache: EntityCache, *, max_batch_size: int, tracer: Tracer | None = None) -> Loaders:
+    def create(
+        cls,
+        db: Database,
+        cache: EntityCache,
+        task_lists: TaskListCache,
+        *,
+        max_batch_size: int,
+        tracer: Tracer | None = None,
+    ) -> Loaders:
         stats = cache.stats
         loaders = cls(
             users=UserByIdLoader(db, cache, max_batch_size=max_batch_size),
             projects=ProjectByIdLoader(db, cache, max_batch_size=max_batch_size),
             tasks=TaskByIdLoader(db, cache, max_batch_size=max_batch_size),
-            task_pages=TaskPageByProjectLoader(db, stats, max_batch_size=max_batch_size),
+            task_pages=TaskPageByProjectLoader(db, stats, task_lists, max_batch_size=max_batch_size),
             task_counts=TaskCountByProjectLoader(db, stats, max_batch_size=max_batch_size),
             activity_pages=ActivityPageByTaskLoader(db, stats, max_batch_size=max_batch_size),
             activity_counts=ActivityCountByTaskLoader(db, stats, max_batch_size=max_batch_size),

@@ -18,6 +18,7 @@ from taskql.errors import Unauthenticated
 from taskql.events.broker import EventBroker
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
+from taskql.loaders.task_lists import TaskListCache
 from taskql.rate_limits import Counters
 from taskql.settings import Settings
 
@@ -43,6 +44,7 @@ class Runtime:
     passwords: Passwords
     tokens: TokenIssuer
     cache: EntityCache
+    task_lists: TaskListCache
     events: EventBroker
     outbox: Outbox
     rate_limits: Counters

@@ -143,6 +143,7 @@ class ProjectService:
         await self._deps.loaders.projects.evict(project_id)
         for task_id in task_ids:
             await self._deps.loaders.tasks.evict(task_id)
+        await self._deps.runtime.task_lists.bump([project_id])
         await self._deps.runtime.outbox.publish(events)
 
     async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
@@ -228,5 +229,7 @@ class ProjectService:
         if updated is None:
             raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
         await self._deps.loaders.tasks.refresh(unassigned)
+        if unassigned:
+            await self._deps.runtime.task_lists.bump([project_id])
         await self._deps.runtime.outbox.publish(events)
         return await self._deps.loaders.projects.store(updated)

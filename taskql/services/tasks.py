@@ -194,6 +194,7 @@ class TaskService:
 
         task, events = await self._db.in_transaction(write)
         await self._deps.loaders.tasks.store(task)
+        await self._deps.runtime.task_lists.bump([project_id])
         await self._deps.runtime.outbox.publish(events)
         return task
 
@@ -212,6 +213,7 @@ class TaskService:
             updated, events = await self._write_update(current, changed)
             if updated is not None:
                 await self._deps.loaders.tasks.store(updated)
+                await self._deps.runtime.task_lists.bump([updated.project_id])
                 await self._deps.runtime.outbox.publish(events)
                 return updated
             # Someone else wrote first: compare against the latest version.
@@ -253,6 +255,7 @@ class TaskService:
                 raise NotFound(TASK_NOT_FOUND)
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
         await self._deps.loaders.tasks.evict(task_id)
+        await self._deps.runtime.task_lists.bump([current.project_id])
         await self._deps.runtime.outbox.publish(events)
 
 
