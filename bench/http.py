@@ -164,13 +164,15 @@ class Counters:
 
 
 @contextlib.asynccontextmanager
-async def _process(name: str, command: list[str], env: dict[str, str], run_dir: Path) -> AsyncIterator[str]:
+async def _process(
+    name: str, command: list[str], env: dict[str, str], run_dir: Path, cwd: Path = REPO_ROOT
+) -> AsyncIterator[str]:
     """A server process on a free port; yields its base URL once it answers a GraphQL request."""
     port = free_port()
     log_path = run_dir / f"{name}.log"
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
-            *command, "--port", str(port), env=env, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=REPO_ROOT
+            *command, "--port", str(port), env=env, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=cwd
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -244,7 +246,10 @@ def _taskql_env(services: Settings, run_dir: Path, **settings: str) -> dict[str,
     }
 
 
-async def run(*, duration: float, connections: int, scenarios: list[str]) -> dict[str, Any]:
+async def run(
+    *, duration: float, connections: int, scenarios: list[str], baseline: Path | None = None
+) -> dict[str, Any]:
+    """`baseline`: another TaskQL source tree (say a git worktree of an earlier commit), measured too."""
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: `apt-get install wrk`")
     results: dict[str, Any] = {}
@@ -272,6 +277,14 @@ async def run(*, duration: float, connections: int, scenarios: list[str]) -> dic
                     "cold": Target(cold, board.token, board.project_id, board.task_id),
                     "reference": Target(reference, REFERENCE_TOKEN, "p1", "t0"),
                 }
+                if baseline is not None:
+                    say(f"starting the baseline TaskQL from {baseline} (warm and cold)")
+                    for kind, extra in (("warm", {}), ("cold", {"CACHE_ENABLED": "false"})):
+                        env = {**_taskql_env(services, run_dir, **extra), "PYTHONPATH": str(baseline)}
+                        url = await stack.enter_async_context(
+                            _process(f"baseline-{kind}", taskql, env, run_dir, cwd=baseline)
+                        )
+                        targets[f"baseline-{kind}"] = Target(url, board.token, board.project_id, board.task_id)
                 counters = Counters(services.mongodb_uri, services.redis_url)
                 stack.push_async_callback(counters.close)
                 for scenario in (s for s in SCENARIOS if s.name in scenarios):
@@ -296,9 +309,12 @@ async def _measure(
     duration: float,
     connections: int,
 ) -> dict[str, Any]:
-    say(f"{scenario.name}: {duration:g} s on TaskQL, {duration:g} s on the reference (after 2 s of warm-up each)")
+    say(f"{scenario.name}: {duration:g} s on each server (after 2 s of warm-up)")
     measured: dict[str, Any] = {}
-    for name, target in (("taskql", targets[scenario.taskql_server]), ("reference", targets["reference"])):
+    servers = [("taskql", targets[scenario.taskql_server]), ("reference", targets["reference"])]
+    if f"baseline-{scenario.taskql_server}" in targets:
+        servers.insert(1, ("baseline", targets[f"baseline-{scenario.taskql_server}"]))
+    for name, target in servers:
         variables = {"p": target.project_id, "i": target.task_id, "t": "check"}
         await _graphql(target.url, scenario.query, variables, target.token if scenario.signed_in else "")
         script = run_dir / f"{scenario.name}-{name}.lua"
@@ -315,28 +331,31 @@ async def _measure(
             "p99_ms": round(result.p99_ms, 2),
             "requests": result.requests,
         }
-        if name == "taskql":
+        if name != "reference":
             measured[name]["mongodb_ops_per_request"] = round((mongo_after - mongo_before) / result.requests, 2)
             measured[name]["redis_round_trips_per_request"] = round((redis_after - redis_before) / result.requests, 2)
-    measured["ratio"] = round(
-        measured["taskql"]["requests_per_second"] / measured["reference"]["requests_per_second"], 3
-    )
+    for name in ("taskql", "baseline"):
+        if name in measured:
+            ratio = measured[name]["requests_per_second"] / measured["reference"]["requests_per_second"]
+            measured[name]["ratio"] = round(ratio, 3)
+    measured["ratio"] = measured["taskql"]["ratio"]
     return measured
 
 
 def table(report: dict[str, Any]) -> str:
     rows = [
-        "| scenario | TaskQL req/s | p50 / p99 ms | reference req/s | p50 / p99 ms | ratio "
-        "| MongoDB ops/req | Redis round trips/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | server | req/s | p50 / p99 ms | ratio | MongoDB ops/req | Redis round trips/req |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, result in report["scenarios"].items():
-        ours, theirs = result["taskql"], result["reference"]
-        rows.append(
-            f"| {name} | {ours['requests_per_second']:,.0f} | {ours['p50_ms']} / {ours['p99_ms']} "
-            f"| {theirs['requests_per_second']:,.0f} | {theirs['p50_ms']} / {theirs['p99_ms']} | {result['ratio']:.2f} "
-            f"| {ours['mongodb_ops_per_request']} | {ours['redis_round_trips_per_request']} |"
-        )
+        for server in ("baseline", "taskql", "reference"):
+            if server in result:
+                row = result[server]
+                rows.append(
+                    f"| {name} | {server} | {row['requests_per_second']:,.0f} | {row['p50_ms']} / {row['p99_ms']} "
+                    f"| {row.get('ratio', 1.0):.2f} | {row.get('mongodb_ops_per_request', '')} "
+                    f"| {row.get('redis_round_trips_per_request', '')} |"
+                )
     return "\n".join(rows)
 
 
@@ -345,13 +364,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario and app")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections wrk holds open")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON report (default: %(default)s)")
+    parser.add_argument("--baseline", type=Path, help="another TaskQL source tree to measure in the same run")
     names = [scenario.name for scenario in SCENARIOS]
     parser.add_argument("--scenarios", nargs="+", choices=names, default=names, help="(default: all)")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.connections < 1:
         parser.error("--duration must be positive and --connections at least 1")
     try:
-        report = asyncio.run(run(duration=args.duration, connections=args.connections, scenarios=args.scenarios))
+        report = asyncio.run(
+            run(duration=args.duration, connections=args.connections, scenarios=args.scenarios, baseline=args.baseline)
+        )
     except BenchError as exc:
         raise SystemExit(f"benchmark failed: {exc}") from exc
     args.output.parent.mkdir(parents=True, exist_ok=True)
