@@ -102,7 +102,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             workers=workers,
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
             log_config=None,  # each process configures its own logs (create_app)
-            # TRUSTED_PROXIES alone decides whose X-Forwarded-For is believed (client_ip.py); uvicorn's
+            # TRUSTED_PROXIES alone decides whose X-Forwarded-For is believed (http/client_ip.py); uvicorn's
             # own handling would also believe any process on the loopback interface.
             proxy_headers=False,
         )

@@ -9,8 +9,8 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from taskql.client_ip import client_ip
 from taskql.errors import Unauthenticated
+from taskql.http.client_ip import client_ip
 from taskql.loaders.request import Loaders
 from taskql.services.activity import ActivityService
 from taskql.services.common import Deps, Runtime

@@ -1,26 +1,31 @@
 """Logs: one JSON object per line in production (for a log pipeline), readable text in development.
 
-Every HTTP request is logged once, when it ends, by AccessLogMiddleware: request id, trace id, user id,
-GraphQL operations (name and type), duration, status and error codes. Never the query text, the
-variables (passwords travel there) or any header (tokens travel there).
+Every HTTP request is logged once, when it ends, by the HTTP edge (http/edge.py): request id, trace
+id, user id, GraphQL operations (name and type), duration, status and error codes. Never the query
+text, the variables (passwords travel there) or any header (tokens travel there).
+
+Records are formatted and written by a thread of their own (a QueueHandler feeding a
+QueueListener), so neither the formatting nor a slow stderr holds up the event loop.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
 import time
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import orjson
-from opentelemetry import trace
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskql.settings import Settings
 
 access_logger = logging.getLogger("taskql.access")
-# In the request's scope state, filled by the GraphQL layer (schema/root.py OperationLog, server.py).
+# In the request's scope state, filled by the GraphQL layer (schema/guard.py, server.py) and tracing.
 OPERATIONS_KEY = "graphql_operations"
 ERROR_CODES_KEY = "graphql_error_codes"
+TRACE_ID_KEY = "trace_id"
 FIELDS = "fields"  # structured fields of a record: logger.info(..., extra={FIELDS: {...}})
 
 
@@ -33,8 +38,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **getattr(record, FIELDS, {}),
         }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:  # text once queued (_LogQueue.prepare)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -51,59 +56,44 @@ class TextFormatter(logging.Formatter):
 JsonFormatter.converter = time.gmtime
 
 
+class _LogQueue(QueueHandler):
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Settles on the caller's thread only what cannot wait: the arguments (they may change) into
+        the message, the exception into text. The formatter runs on the listener's thread."""
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+class _Listener(QueueListener):
+    def stop(self) -> None:
+        if self._thread is not None:  # once: when configured again, and at exit
+            super().stop()
+
+
+_listener: _Listener | None = None
+
+
 def configure_logging(settings: Settings) -> None:
+    global _listener
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if settings.uses_json_logs else TextFormatter())
+    if _listener is not None:  # configured again (taskql serve, then its one worker in the same process)
+        _listener.stop()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = _Listener(records, handler)
+    _listener.start()
+    atexit.register(_listener.stop)  # writes what is still queued
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_LogQueue(records)]
     root.setLevel(settings.log_level)
     # Uvicorn's own access lines would repeat ours without the request id or the user.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-
-
-class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # unless a response starts
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            state = scope.get("state", {})
-            operations = state.get(OPERATIONS_KEY, [])
-            fields = {
-                "request_id": state.get("request_id"),
-                "trace_id": current_trace_id(),
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "user_id": next((o["user_id"] for o in operations if o["user_id"]), None),
-                "operations": [{k: v for k, v in o.items() if k != "user_id"} for o in operations],
-                "error_codes": sorted(set(state.get(ERROR_CODES_KEY, []))),
-            }
-            access_logger.info("%s %s %s", scope["method"], scope["path"], status, extra={FIELDS: fields})
-
-
-def current_trace_id() -> str | None:
-    """The trace of the running request (tracing.py), as trace viewers show it: 32 hex digits."""
-    span_context = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
 
 
 def note_operation(state: Any, name: str | None, kind: str, user_id: str | None) -> None:

@@ -28,25 +28,25 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from taskql import http_protocol, logs, metrics
+from taskql import logs, metrics
 from taskql.auth.passwords import Passwords
 from taskql.auth.revocations import Revocations
 from taskql.auth.tokens import TokenIssuer
-from taskql.body_limit import BodyLimitMiddleware
-from taskql.client_ip import parse_networks
 from taskql.context import Context, authenticated_deps, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
 from taskql.events.broker import EventBroker
 from taskql.events.store import create_event_store
+from taskql.http import protocol as http_protocol
+from taskql.http.body_limit import BodyLimitMiddleware
+from taskql.http.client_ip import parse_networks
+from taskql.http.edge import HttpEdge
 from taskql.loaders.cache import create_cache, create_redis
 from taskql.loaders.task_lists import TaskListCache
-from taskql.logs import AccessLogMiddleware, configure_logging
+from taskql.logs import configure_logging
 from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import Counters
-from taskql.request_id import RequestIdMiddleware
 from taskql.schema.root import build_schema
-from taskql.security_headers import SecurityHeadersMiddleware
 from taskql.services.common import Runtime
 from taskql.services.outbox import Outbox
 from taskql.settings import Settings
@@ -256,10 +256,9 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
     app = Starlette(
         routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
         middleware=[
-            Middleware(RequestIdMiddleware),
+            # Request id, security headers, access log; the tracing layer notes the trace id for the log.
+            Middleware(HttpEdge, production=settings.is_production),
             *([] if tracer is None else [Middleware(TracingMiddleware, tracer=tracer)]),
-            Middleware(AccessLogMiddleware),  # inside the request's span: it logs the trace id
-            Middleware(SecurityHeadersMiddleware, production=settings.is_production),
             # No credentials: the API authenticates with the Authorization header, never cookies.
             Middleware(
                 CORSMiddleware,

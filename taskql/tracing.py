@@ -35,6 +35,7 @@ from strawberry.extensions.tracing.utils import should_skip_tracing
 from strawberry.extensions.utils import get_path_from_info
 from strawberry.types.graphql import OperationType
 
+from taskql.logs import TRACE_ID_KEY
 from taskql.schema.operation_type import operation_type
 from taskql.settings import Settings
 
@@ -112,9 +113,10 @@ class TracingMiddleware:
         name = f"{method} {path}" if path == "/graphql" else method  # span names must stay few
         with self.tracer.start_as_current_span(name, context=propagate.extract(carrier), kind=SpanKind.SERVER) as span:
             span.set_attributes({"http.request.method": method, "url.path": path})
-            request_id = scope.get("state", {}).get("request_id")
-            if request_id:
-                span.set_attribute("taskql.request_id", request_id)
+            state = scope.setdefault("state", {})
+            if state.get("request_id"):
+                span.set_attribute("taskql.request_id", state["request_id"])
+            state[TRACE_ID_KEY] = trace.format_trace_id(span.get_span_context().trace_id)  # for the access log
 
             async def send_recording_status(message: Message) -> None:
                 if message["type"] == "http.response.start":

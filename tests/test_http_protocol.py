@@ -6,7 +6,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from taskql.http_protocol import GRAPHQL_RESPONSE_JSON, JSON, negotiate
+from taskql.http.protocol import GRAPHQL_RESPONSE_JSON, JSON, negotiate
 from taskql.server import build_app
 from taskql.settings import Settings
 from tests.conftest import GraphQLClient

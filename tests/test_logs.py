@@ -7,8 +7,10 @@ import logging
 
 import pytest
 
-from taskql.logs import FIELDS, JsonFormatter, TextFormatter
+from taskql import logs
+from taskql.logs import FIELDS, JsonFormatter, TextFormatter, configure_logging
 from taskql.schema.relay import decode_id
+from taskql.settings import Settings
 from tests.conftest import PASSWORD, GraphQLClient, sign_up
 
 LOGIN = "mutation SignIn($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }"
@@ -64,3 +66,25 @@ def test_text_lines_carry_the_fields() -> None:
     record = logging.LogRecord("taskql.access", logging.INFO, __file__, 1, "POST /graphql 200", None, None)
     setattr(record, FIELDS, {"request_id": "r1", "status": 200})
     assert TextFormatter().format(record).endswith("POST /graphql 200 request_id=r1 status=200")
+
+
+def test_records_are_written_by_the_log_thread_with_their_exception(
+    settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging(settings.model_copy(update={"log_format": "json"}))
+    try:
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            logging.getLogger("taskql.test").exception("failed %s", "here")
+        assert logs._listener is not None
+        logs._listener.stop()  # writes what is queued, then ends the thread
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+    [line] = [json.loads(line) for line in capfd.readouterr().err.splitlines() if "taskql.test" in line]
+    assert line["message"] == "failed here" and line["level"] == "ERROR"
+    assert "ZeroDivisionError" in line["exception"]

@@ -24,8 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from taskql.client_ip import parse_networks
 from taskql.embedded.child import free_port
+from taskql.http.client_ip import parse_networks
 from taskql.settings import Settings
 from tests.conftest import TEST_SECRET, RedisServer
 from tests.live import LiveServer, Subscriber, User

@@ -12,10 +12,10 @@ from taskql.auth.passwords import Passwords
 from taskql.auth.permissions import Viewer
 from taskql.auth.revocations import Revocations
 from taskql.auth.tokens import TokenIssuer
-from taskql.client_ip import Network
 from taskql.db.client import Database
 from taskql.errors import Unauthenticated
 from taskql.events.broker import EventBroker
+from taskql.http.client_ip import Network
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
 from taskql.loaders.task_lists import TaskListCache
@@ -59,7 +59,7 @@ class Deps:
     runtime: Runtime
     loaders: Loaders
     viewer: Viewer | None
-    client_ip: str  # for rate limits (client_ip.py)
+    client_ip: str  # for rate limits (http/client_ip.py)
     auth_problem: str | None = None  # why a token that was sent was refused
 
     @property
