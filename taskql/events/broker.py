@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.exceptions import RedisError
 
+from taskql.cancellation import raise_if_cancelled
 from taskql.errors import BadUserInput, DomainError
 from taskql.events.store import READ_BLOCK_SECONDS, ZERO_ID, Entry, EventStore, parse_id
 
@@ -142,20 +143,10 @@ class Subscription:
             if self._buffer.overflowed:
                 raise SubscriberTooSlow("Too many events were waiting for this subscriber: resume with `after`.")
             self._buffer.ready.clear()
-            _honour_swallowed_cancellation()
+            raise_if_cancelled()  # a subscriber that left while its subscription started
             await self._buffer.ready.wait()
         return None
 
-
-def _honour_swallowed_cancellation() -> None:
-    """Raises CancelledError if this task was cancelled and something swallowed it. On Python 3.11,
-    asyncio.wait_for (which the MongoDB driver awaits) returns its result instead when the cancel
-    arrives as the operation completes: a subscriber leaving while its subscription starts would
-    then wait here for events until its token expired."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        logger.debug("a cancellation was swallowed before a subscription waited: honouring it")
-        raise asyncio.CancelledError
 
 
 class EventBroker:

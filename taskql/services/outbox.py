@@ -24,6 +24,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from taskql.cancellation import raise_if_cancelled
 from taskql.db.client import Database
 from taskql.db.outbox import OutboxEvent, delete_events, find_events_created_before, insert_events
 from taskql.db.tasks import TaskRecord
@@ -115,6 +116,7 @@ class Outbox:
         # Untraced: a trace per poll, every second on every instance, would bury the requests' traces.
         with suppress_instrumentation():
             while True:
+                raise_if_cancelled()  # stop() cancelled a relay whose MongoDB call swallowed it
                 await asyncio.sleep(RELAY_INTERVAL_SECONDS)
                 try:
                     while await self.relay_once() == RELAY_BATCH:
