@@ -32,6 +32,11 @@ def _revive(value: Any) -> Any:
     return value
 
 
+def as_text(value: str | bytes) -> str:
+    """A Redis reply as text (redis-py answers bytes unless told to decode)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def encode_document(doc: Mapping[str, Any]) -> str:
     return orjson.dumps(doc, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
 

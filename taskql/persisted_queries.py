@@ -22,6 +22,8 @@ from graphql import GraphQLError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from taskql.codec import as_text
+
 logger = logging.getLogger("taskql.persisted_queries")
 
 
@@ -38,7 +40,7 @@ class RedisDocuments:
 
     async def get(self, sha256: str) -> str | None:
         document = await self._client.get(f"taskql:apq:{sha256}")
-        return document.decode() if isinstance(document, bytes) else document
+        return None if document is None else as_text(document)
 
     async def put(self, sha256: str, document: str) -> None:
         await self._client.set(f"taskql:apq:{sha256}", document, ex=self._ttl)

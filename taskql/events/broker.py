@@ -148,7 +148,6 @@ class Subscription:
         return None
 
 
-
 class EventBroker:
     def __init__(self, store: EventStore, *, buffer_size: int) -> None:
         self._store = store

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from taskql.codec import decode_document, encode_document
+from taskql.codec import as_text, decode_document, encode_document
 from taskql.settings import Settings
 from taskql.tracing import instrument_redis
 
@@ -69,11 +69,11 @@ class EventStore:
             keys=[key, f"{key}:published:{event_id}"],
             args=[encode_document(payload), self._max_length, oldest_kept, self._max_age_seconds],
         )
-        return None if entry_id is None else _text(entry_id)
+        return None if entry_id is None else as_text(entry_id)
 
     async def last_id(self, channel: str) -> str:
         info = await self._info(channel)
-        return _text(info.get("last-generated-id", ZERO_ID)) if info else ZERO_ID
+        return as_text(info.get("last-generated-id", ZERO_ID)) if info else ZERO_ID
 
     async def trimmed_through(self, channel: str) -> str:
         """The newest ID dropped by retention (ZERO_ID if none): cursors older than it have a gap."""
@@ -83,8 +83,8 @@ class EventStore:
             return ZERO_ID
         first = info.get("first-entry")
         if not first:  # everything was dropped
-            return _text(info["last-generated-id"])
-        ms, seq = parse_id(_text(first[0]))
+            return as_text(info["last-generated-id"])
+        ms, seq = parse_id(as_text(first[0]))
         return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
 
     async def _info(self, channel: str) -> dict[Any, Any] | None:
@@ -106,13 +106,9 @@ class EventStore:
         await self._client.aclose()
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _entry(entry_id: str | bytes, fields: dict[Any, Any]) -> Entry:
     raw = fields.get(b"e", fields.get("e"))
-    return Entry(_text(entry_id), decode_document(_text(raw)))
+    return Entry(as_text(entry_id), decode_document(as_text(raw)))
 
 
 def create_event_store(settings: Settings, tracer_provider: TracerProvider | None = None) -> EventStore:

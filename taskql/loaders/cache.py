@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from taskql import metrics
-from taskql.codec import decode_document, encode_document
+from taskql.codec import as_text, decode_document, encode_document
 from taskql.settings import Settings
 
 logger = logging.getLogger("taskql.cache")
@@ -75,7 +75,7 @@ class RedisBackend:
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:
         values = await self._client.mget(list(keys))
-        return [value.decode() if isinstance(value, bytes) else value for value in values]
+        return [None if value is None else as_text(value) for value in values]
 
     async def put_many(self, entries: Sequence[PutEntry]) -> None:
         args: list[str | int] = []

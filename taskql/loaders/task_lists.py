@@ -24,7 +24,7 @@ from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from taskql.codec import decode_document, encode_document
+from taskql.codec import as_text, decode_document, encode_document
 from taskql.db.pagination import Edge, Page
 from taskql.db.tasks import TaskRecord
 from taskql.loaders.cache import CacheStats
@@ -83,9 +83,9 @@ class TaskListCache:
         pages, generations = {}, {}
         for index, project_id in enumerate(project_ids):
             generation, payload = reply[2 * index], reply[2 * index + 1]
-            generations[project_id] = _text(generation)
+            generations[project_id] = as_text(generation)
             if payload:
-                pages[project_id] = _decode(_text(payload))
+                pages[project_id] = _decode(as_text(payload))
         self._stats.record_lookups("task_page", hits=len(pages), misses=len(project_ids) - len(pages))
         return pages, generations
 
@@ -138,10 +138,6 @@ class TaskListCache:
                 pipe.expire(self._generation_key(project_id), GENERATION_TTL_SECONDS)
             await pipe.execute()
         self._unbumped.difference_update(pending)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _encode(page: Page[TaskRecord]) -> str:
