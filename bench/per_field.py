@@ -7,30 +7,26 @@ nothing is memoised within the request (the same user or project is fetched agai
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from opentelemetry.trace import Tracer
-from strawberry.dataloader import DataLoader
 
 from taskql.db.client import Database
 from taskql.loaders.cache import EntityCache
-from taskql.loaders.request import Loaders
+from taskql.loaders.request import L, Loaders
 from taskql.loaders.task_lists import TaskListCache
 
-_create_batching_loaders = Loaders.create
+
+class PerFieldLoaders(Loaders):
+    def prepared(self, loader: L) -> L:
+        # DataLoader checks this flag on every load, prime and clear: off, it keeps no per-request memo.
+        loader.cache = False
+        return super().prepared(loader)
 
 
 def create_per_field_loaders(
     db: Database, cache: EntityCache, task_lists: TaskListCache, *, max_batch_size: int, tracer: Tracer | None = None
 ) -> Loaders:
     """Same signature as Loaders.create; `max_batch_size` is ignored, every batch is a single key."""
-    loaders = _create_batching_loaders(db, cache, task_lists, max_batch_size=1, tracer=tracer)
-    for field in dataclasses.fields(loaders):
-        loader: DataLoader[Any, Any] = getattr(loaders, field.name)
-        # DataLoader checks this flag on every load, prime and clear: off, it keeps no per-request memo.
-        loader.cache = False
-    return loaders
+    return PerFieldLoaders(db, cache, task_lists, max_batch_size=1, tracer=tracer)
 
 
 def install() -> None:

@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -41,11 +41,13 @@ from taskql.http import protocol as http_protocol
 from taskql.http.body_limit import BodyLimitMiddleware
 from taskql.http.client_ip import parse_networks
 from taskql.http.edge import HttpEdge
-from taskql.loaders.cache import create_cache, create_redis
+from taskql.http.endpoint import Endpoint
+from taskql.loaders.cache import create_cache
 from taskql.loaders.task_lists import TaskListCache
 from taskql.logs import configure_logging
 from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import Counters
+from taskql.redis_client import create_redis
 from taskql.schema.root import build_schema
 from taskql.services.common import Runtime
 from taskql.services.outbox import Outbox
@@ -66,14 +68,13 @@ _COUNTED_USER_KEY = "taskql.ws_user"
 class TaskQLGraphQL(GraphQL):
     """GraphQL over HTTP and WebSocket (graphql-transport-ws and legacy graphql-ws)."""
 
-    def __init__(self, app: Starlette, settings: Settings, tracer: Tracer | None) -> None:
+    def __init__(self, settings: Settings, tracer: Tracer | None) -> None:
         super().__init__(
             build_schema(settings, tracer=tracer),
             graphql_ide=None if settings.is_production else "graphiql",
             keep_alive=True,
             keep_alive_interval=settings.ws_keep_alive_seconds,
         )
-        self._app = app
         self._max_connections = settings.ws_max_connections_per_user
         self._open_connections: Counter[ObjectId] = Counter()
 
@@ -131,7 +132,7 @@ class TaskQLGraphQL(GraphQL):
         return orjson.dumps(data).decode()
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        runtime: Runtime = self._app.state.runtime
+        runtime: Runtime = request.app.state.runtime
         try:
             return await build_context(runtime, request, response, authorization=request.headers.get("authorization"))
         except PyMongoError as exc:
@@ -146,7 +147,7 @@ class TaskQLGraphQL(GraphQL):
         if not isinstance(authorization, str):
             raise ConnectionRejectionError({"message": 'Send {"authorization": "Bearer <access token>"}.'})
         try:
-            deps = await authenticated_deps(self._app.state.runtime, context.request, authorization)
+            deps = await authenticated_deps(context.request.app.state.runtime, context.request, authorization)
         except PyMongoError as exc:
             logger.error("database unavailable while authenticating a WebSocket", exc_info=exc)
             raise ConnectionRejectionError({"message": "Service temporarily unavailable."}) from exc
@@ -253,8 +254,12 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
             return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    if settings.metrics_enabled:
+        routes.append(Route("/metrics", metrics.endpoint))  # for the scraper only: see metrics.py
+    graphql = TaskQLGraphQL(settings, tracer)
     app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
+        routes=routes,
         middleware=[
             # Request id, security headers, access log; the tracing layer notes the trace id for the log.
             Middleware(HttpEdge, production=settings.is_production),
@@ -269,14 +274,13 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                 max_age=600,
             ),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            # HTTP and WebSocket; every method reaches the view: http_protocol answers those GraphQL
+            # over HTTP does not allow.
+            Middleware(Endpoint, path="/graphql", endpoint=graphql),
         ],
         lifespan=lifespan,
     )
-    if settings.metrics_enabled:
-        app.router.routes.append(Route("/metrics", metrics.endpoint))  # for the scraper only: see metrics.py
-    graphql = TaskQLGraphQL(app, settings, tracer)
-    # Every method reaches the view: http_protocol answers the ones GraphQL over HTTP does not allow.
-    app.router.routes += [Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)]
+    app.state.graphql = graphql
     return app
 
 

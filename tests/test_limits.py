@@ -8,7 +8,6 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from graphql import parse
-from strawberry.extensions.validation_cache import DEFAULT_MAXSIZE, _get_validate_cache
 
 from taskql.schema.limits import query_cost
 from taskql.schema.operation_cost import CostCache
@@ -180,18 +179,28 @@ async def test_a_field_repeated_side_by_side_is_refused(owner_client: GraphQLCli
     assert error["message"] == "`__typename` is selected more than 5 times in one place."
 
 
-async def test_a_repeated_document_is_validated_once(anonymous: GraphQLClient) -> None:
-    # Strawberry's ValidationCache (its shared LRU) hits only if the rules are the same objects on
-    # every request: rules built per request made every request a full validation.
-    validations = _get_validate_cache(DEFAULT_MAXSIZE)
+async def test_a_repeated_document_is_parsed_and_validated_once(app: Any, anonymous: GraphQLClient) -> None:
+    # Strawberry's ValidationCache hit only if the rules were the same objects on every request (they
+    # were not), and keyed by the parsed document, which is hashed by walking it: the guard keys by text.
+    documents = app.state.graphql.schema.documents
     await anonymous.execute("{ __typename viewer { id } }")
-    before = validations.cache_info()
+    prepared = documents.prepared("{ __typename viewer { id } }")
+    errors = prepared.errors
+    before = documents.prepared.cache_info()
 
     for _ in range(3):
         await anonymous.execute("{ __typename viewer { id } }")
 
-    after = validations.cache_info()
+    after = documents.prepared.cache_info()
     assert (after.hits - before.hits, after.misses - before.misses) == (3, 0)
+    assert errors == [] and documents.prepared("{ __typename viewer { id } }").errors is errors  # not validated again
+
+
+async def test_a_cached_document_keeps_its_validation_errors(anonymous: GraphQLClient) -> None:
+    for _ in range(2):  # the second answer comes from the cache, with the same coded error
+        [error] = await _errors(anonymous, "{ viewer { nope } }")
+        assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        assert "nope" in error["message"]
 
 
 def test_a_cost_is_computed_once_per_document_and_page_sizes() -> None:

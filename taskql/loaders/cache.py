@@ -200,15 +200,6 @@ class EntityCache:
         self._unwritten.clear()
 
 
-def create_redis(settings: Settings) -> Redis:
-    assert settings.redis_url is not None, "taskql serve sets REDIS_URL (an embedded server when unset)"
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-    )
-
-
 def create_cache(settings: Settings, redis: Redis) -> EntityCache:
     """The cache on Redis; with no backend at all when disabled."""
     return EntityCache(

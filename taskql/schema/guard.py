@@ -2,9 +2,9 @@
 hooks on every request, so the checks share one, built from parts made once per schema.
 
 1. Its document, when a persisted query's hash was sent instead (persisted_queries.py).
-2. The document limits (limits.py): tokens while parsing, then depth, aliases, directives and
-   repeated fields as validation rules. The rules are the same objects on every request, so
-   ValidationCache hits for every repeated document.
+2. Parsing and validation, each done once per distinct document text (`Documents`), with the
+   document limits (limits.py): tokens while parsing, then depth, aliases, directives and repeated
+   fields as validation rules.
 3. Its cost (operation_cost.py), cached per document and page sizes: over `max_query_cost` it is
    refused (QUERY_TOO_COMPLEX, with the cost); otherwise its points are charged to its user's and
    its client IP's budgets, and over either it is refused too (RATE_LIMITED with `retryAfter` in
@@ -14,43 +14,91 @@ hooks on every request, so the checks share one, built from parts made once per 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import lru_cache
 
-from graphql import GraphQLError, ValidationRule
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, ValidationRule, parse
 from opentelemetry import trace
 from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 
 from taskql.logs import note_operation
 from taskql.schema.operation_cost import CostCache, add_to_request, charge, operation_points, report
 
 
-class OperationGuard(SchemaExtension):
-    def __init__(self, rules: tuple[type[ValidationRule], ...], max_tokens: int, costs: CostCache) -> None:
+class Prepared:
+    """One document text, parsed; its validation errors once it has been validated."""
+
+    __slots__ = ("document", "errors")
+
+    def __init__(self, document: DocumentNode) -> None:
+        self.document = document
+        self.errors: list[GraphQLError] | None = None
+
+
+class Documents:
+    """The last `size` distinct document texts, parsed and validated once each: what Strawberry's
+    ParserCache and ValidationCache do, keyed by the text alone (ValidationCache keys by the parsed
+    document, which a frozen dataclass hashes by walking every node, on every request)."""
+
+    def __init__(self, rules: tuple[type[ValidationRule], ...], max_tokens: int, size: int = 256) -> None:
         self._rules = rules
         self._max_tokens = max_tokens
+        # A syntax error raises, and lru_cache keeps nothing for it: a broken document is parsed each time.
+        self.prepared = lru_cache(maxsize=size)(self._parse)
+
+    def _parse(self, query: str) -> Prepared:
+        return Prepared(parse(query, max_tokens=self._max_tokens))
+
+    def validate(
+        self, prepared: Prepared, schema: GraphQLSchema, default_rules: tuple[type[ValidationRule], ...]
+    ) -> list[GraphQLError]:
+        if prepared.errors is None:  # the rules are the same for every request: the errors are too
+            prepared.errors = validate_document(schema, prepared.document, (*default_rules, *self._rules))
+        return prepared.errors
+
+
+class OperationGuard(SchemaExtension):
+    def __init__(self, documents: Documents, costs: CostCache) -> None:
+        self._documents = documents
         self._costs = costs
+        self._prepared: Prepared | None = None
         self._reported = False
 
     @classmethod
-    def factory(cls, rules: tuple[type[ValidationRule], ...], max_tokens: int) -> Callable[[], OperationGuard]:
+    def factory(cls, documents: Documents) -> Callable[[], OperationGuard]:
         """What the schema lists: a fresh guard per request around the parts all of them share."""
         costs = CostCache()
-        return lambda: cls(rules, max_tokens, costs)
+        return lambda: cls(documents, costs)
 
     async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
         execution = self.execution_context
         deps = execution.context.deps
         execution.query = await deps.runtime.persisted_queries.resolve(execution.query, execution.operation_extensions)
-        execution.parse_options["max_tokens"] = self._max_tokens
-        execution.validation_rules = (*execution.validation_rules, *self._rules)
         try:
-            yield  # a syntax error is raised through here (by ParserCache)
+            yield  # a syntax error is raised through here (by on_parse)
         finally:
             if not self._reported:  # refused before running: still tell the client its budget
                 usage = await charge(deps, 0)
                 if usage is not None:
                     report(execution.context.response, usage)
+
+    def on_parse(self) -> Iterator[None]:
+        execution = self.execution_context
+        assert execution.query is not None  # Strawberry refuses an operation without one before parsing
+        self._prepared = self._documents.prepared(execution.query)
+        execution.graphql_document = self._prepared.document
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        execution = self.execution_context
+        assert self._prepared is not None
+        # Strawberry validates only when no extension did (pre_execution_errors still None).
+        execution.pre_execution_errors = self._documents.validate(
+            self._prepared, execution.schema._schema, execution.validation_rules
+        )
+        yield
 
     async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         execution = self.execution_context

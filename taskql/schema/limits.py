@@ -137,9 +137,9 @@ def _max_repeats_rule(max_repeats: int) -> type[ValidationRule]:
 
 
 def validation_rules(settings: Settings) -> tuple[type[ValidationRule], ...]:
-    """The rules a document must pass, built once per schema: ValidationCache's key includes them,
-    so rules built per request (as Strawberry's limiter extensions build theirs) make every
-    request a cache miss and a full validation."""
+    """The rules a document must pass, built once per schema: a document's validation is cached
+    (guard.py), which holds only while the rules are the same for every request (Strawberry's
+    limiter extensions build theirs per request, which made every request a full validation)."""
     rules = [
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_query_aliases).validation_rules,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from inspect import isawaitable
 from typing import Any
 
-from graphql import GraphQLError, GraphQLResolveInfo, OperationType
+from graphql import GraphQLError, GraphQLFieldResolver, GraphQLResolveInfo, GraphQLSchema, default_field_resolver
 from prometheus_client import Histogram
 from strawberry.extensions import SchemaExtension
 
@@ -94,25 +94,27 @@ class OperationMetrics(SchemaExtension):
                 OPERATION_DURATION.labels(kind, name).observe(time.perf_counter() - started)
 
 
-class ResolverMetrics(SchemaExtension):
-    """Times the resolvers of root query and mutation fields, a `sample_rate` share of them: the root
+def time_root_fields(schema: GraphQLSchema, sample_rate: float) -> None:
+    """Times a `sample_rate` share of the resolutions of root query and mutation fields: the root
     fields are where a request's work starts, and timing every field would cost more than it tells.
-    A plain (not async) hook, so that the fields it does not time stay synchronous."""
+    Their resolvers are wrapped once, here, rather than by an extension's per-field hook, which
+    graphql-core would call for every field of every response. Subscription fields only open a stream."""
+    for root in (schema.query_type, schema.mutation_type):
+        if root is None:
+            continue
+        for name, field in root.fields.items():
+            field.resolve = _sampled(field.resolve or default_field_resolver, f"{root.name}.{name}", sample_rate)
 
-    def __init__(self, sample_rate: float) -> None:
-        self._sample_rate = sample_rate
 
-    def resolve(self, _next: Callable[..., Any], root: Any, info: GraphQLResolveInfo, *args: Any, **kwargs: Any) -> Any:
-        if (
-            info.path.prev is not None  # not a root field
-            or info.operation.operation is OperationType.SUBSCRIPTION  # its resolver only opens a stream
-            or random.random() >= self._sample_rate
-        ):
-            return _next(root, info, *args, **kwargs)
-        histogram = RESOLVER_DURATION.labels(f"{info.parent_type.name}.{info.field_name}")
+def _sampled(resolve: GraphQLFieldResolver, label: str, sample_rate: float) -> GraphQLFieldResolver:
+    # A plain (not async) wrapper, so that a synchronous resolver stays synchronous.
+    def resolve_sampled(root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+        if random.random() >= sample_rate:
+            return resolve(root, info, **args)
+        histogram = RESOLVER_DURATION.labels(label)
         started = time.perf_counter()
         try:
-            result = _next(root, info, *args, **kwargs)
+            result = resolve(root, info, **args)
         except BaseException:
             histogram.observe(time.perf_counter() - started)
             raise
@@ -121,15 +123,11 @@ class ResolverMetrics(SchemaExtension):
         histogram.observe(time.perf_counter() - started)
         return result
 
+    return resolve_sampled
+
 
 async def _observe_when_done(result: Awaitable[Any], histogram: Histogram, started: float) -> Any:
     try:
         return await result
     finally:
         histogram.observe(time.perf_counter() - started)
-
-
-def metrics_extensions(sample_rate: float) -> list[Callable[[], SchemaExtension]]:
-    """Factories of the extensions that measure operations and (when sampled at all) resolvers."""
-    resolvers = [lambda: ResolverMetrics(sample_rate)] if sample_rate > 0 else []
-    return [OperationMetrics, *resolvers]

@@ -36,8 +36,8 @@ def operation_points(cost: int) -> int:
 
 class CostCache:
     """Costs by document, operation and integer variables (page sizes are the only variables a cost
-    depends on), like ValidationCache: a repeated operation is walked once. Keyed by the document
-    object, which ParserCache hands out again for the same text; least recently used go first."""
+    depends on), like validation: a repeated operation is walked once. Keyed by the document
+    object, which the guard (guard.py) hands out again for the same text; least recently used go first."""
 
     def __init__(self, max_entries: int = 1_000) -> None:
         self._max_entries = max_entries

@@ -9,7 +9,6 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from opentelemetry.trace import Tracer
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
@@ -21,9 +20,9 @@ from taskql.resolvers import tasks as task_fields
 from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
-from taskql.schema.guard import OperationGuard
+from taskql.schema.guard import Documents, OperationGuard
 from taskql.schema.limits import validation_rules
-from taskql.schema.metrics import count_errors, metrics_extensions
+from taskql.schema.metrics import OperationMetrics, count_errors, time_root_fields
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
 from taskql.schema.shared_events import SharedEventExecutor
@@ -93,6 +92,8 @@ class Subscription:
 
 
 class TaskQLSchema(strawberry.Schema):
+    documents: Documents  # parsed and validated once per distinct text (guard.py)
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Codes and masks errors; logs only unexpected ones (with the request id), not expected failures."""
         context = execution_context.context if execution_context else None
@@ -100,7 +101,7 @@ class TaskQLSchema(strawberry.Schema):
         count_errors(errors)  # here, as every error passes here once, with its code
 
 
-def build_schema(settings: Settings | None = None, tracer: Tracer | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None, tracer: Tracer | None = None) -> TaskQLSchema:
     """The schema with the request limits of `settings` (defaults when None); in production, without
     introspection or "Did you mean …" suggestions, which would map the API for an attacker. With a
     tracer, operations and resolvers are traced (tracing.py)."""
@@ -108,8 +109,9 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
     # First: the operation's span is current while the other extensions run.
     tracing = [] if tracer is None else [lambda: GraphQLTracing(tracer)]
     # Next: an operation's duration includes what the other extensions do (parsing, limits, cost).
-    measuring = metrics_extensions(settings.metrics_resolver_sample_rate) if settings.metrics_enabled else []
-    return TaskQLSchema(
+    measuring = [OperationMetrics] if settings.metrics_enabled else []
+    documents = Documents(validation_rules(settings), settings.max_query_tokens)
+    schema = TaskQLSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -117,10 +119,7 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
         extensions=[
             *tracing,
             *measuring,
-            # Before the caches: it puts the persisted document in place.
-            OperationGuard.factory(validation_rules(settings), settings.max_query_tokens),
-            ParserCache,
-            ValidationCache,
+            OperationGuard.factory(documents),
         ],
         execution_context_class=SharedEventExecutor.for_one_schema(),
         config=StrawberryConfig(
@@ -130,3 +129,7 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
             else None,
         ),
     )
+    schema.documents = documents
+    if settings.metrics_enabled and settings.metrics_resolver_sample_rate > 0:
+        time_root_fields(schema._schema, settings.metrics_resolver_sample_rate)
+    return schema
