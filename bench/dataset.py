@@ -17,13 +17,13 @@ from typing import Any
 from bson import ObjectId
 
 from taskql.auth.passwords import Passwords
+from taskql.clock import utcnow
 from taskql.db import tasks as tasks_db
 from taskql.db.client import Database
 from taskql.db.indexes import ensure_indexes
 from taskql.db.projects import ProjectRecord, add_member, insert_project
 from taskql.db.users import UserRecord, insert_user
 from taskql.progress import ProgressBar
-from taskql.services.common import utcnow
 
 VIEWER_EMAIL = "bench@example.com"
 VIEWER_PASSWORD = "bench correct horse battery"

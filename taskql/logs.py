@@ -22,7 +22,7 @@ import orjson
 from taskql.settings import Settings
 
 access_logger = logging.getLogger("taskql.access")
-# In the request's scope state, filled by the GraphQL layer (schema/guard.py, server.py) and tracing.
+# In the request's scope state, filled by the GraphQL layer (schema/extensions/guard.py, server.py) and tracing.
 OPERATIONS_KEY = "graphql_operations"
 ERROR_CODES_KEY = "graphql_error_codes"
 TRACE_ID_KEY = "trace_id"

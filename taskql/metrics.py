@@ -1,7 +1,7 @@
 """Prometheus metrics: what the server measures, and GET /metrics, which serves them in Prometheus's text
 format (OpenMetrics when the scraper asks for it).
 
-The GraphQL layer's measurements (operations, resolvers, errors) are in schema/metrics.py. The metrics
+The GraphQL layer's measurements (operations, resolvers, errors) are in schema/extensions/metrics.py. The metrics
 are created once, at import, in prometheus_client's default registry: apps built in one
 process (the tests build many) share them. With several worker processes (`taskql serve --workers N`)
 each worker writes to files in PROMETHEUS_MULTIPROC_DIR (metrics_dir.py) and /metrics adds up every
@@ -9,7 +9,7 @@ worker's files, so any worker answers a scrape for the whole server.
 
 Every label value comes from a small set the server controls: schema field names, loader classes, cache
 kinds, budget names, known error codes, since each distinct value is a series Prometheus keeps in
-memory. Operation names come from clients: schema/metrics.py bounds them.
+memory. Operation names come from clients: schema/extensions/metrics.py bounds them.
 
 /metrics tells how the server is used, to anyone who asks: it is on the API's port for the scraper
 only, and the load balancer in front must not forward it from the public network.

@@ -36,7 +36,7 @@ from strawberry.extensions.utils import get_path_from_info
 from strawberry.types.graphql import OperationType
 
 from taskql.logs import TRACE_ID_KEY
-from taskql.schema.operation_type import operation_type
+from taskql.schema.extensions.operation_type import operation_type
 from taskql.settings import Settings
 
 INSTRUMENTATION_NAME = "taskql"

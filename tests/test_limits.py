@@ -9,8 +9,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from graphql import parse
 
-from taskql.schema.limits import query_cost
-from taskql.schema.operation_cost import CostCache
+from taskql.schema.extensions.limits import query_cost
+from taskql.schema.extensions.operation_cost import CostCache
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import Settings

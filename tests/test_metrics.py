@@ -23,7 +23,14 @@ from graphql import GraphQLError
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskql.errors import DomainError
-from taskql.schema.metrics import ANONYMOUS, ERROR_CODES, MAX_OPERATION_NAMES, OTHER, OperationNames, count_errors
+from taskql.schema.extensions.metrics import (
+    ANONYMOUS,
+    ERROR_CODES,
+    MAX_OPERATION_NAMES,
+    OTHER,
+    OperationNames,
+    count_errors,
+)
 from taskql.schema.relay import encode_id
 from taskql.server import build_app
 from taskql.settings import Settings

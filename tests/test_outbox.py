@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from taskql.clock import utcnow
 from taskql.db.outbox import OutboxEvent, find_events_created_before, insert_events
 from taskql.events.broker import EventBroker
 from taskql.schema.relay import decode_id
-from taskql.services.common import Runtime, utcnow
+from taskql.services.common import Runtime
 from taskql.services.outbox import Outbox
 from taskql.settings import Settings
 from tests.conftest import GraphQLClient, RedisServer, create_task, next_within

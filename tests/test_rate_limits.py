@@ -15,7 +15,7 @@ from bson import ObjectId
 from redis.asyncio import Redis
 
 from taskql.rate_limits import Budget, Counters
-from taskql.schema.operation_cost import operation_points
+from taskql.schema.extensions.operation_cost import operation_points
 from taskql.schema.relay import encode_id
 from taskql.server import build_app
 from taskql.settings import Settings

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from bson import ObjectId
 
 from taskql.db.pagination import PageRequest
-from taskql.db.tasks import TaskFilterSpec, TaskOrderSpec, TaskScope
+from taskql.db.tasks import TaskScope
 from taskql.schema.errors import attempt
 from taskql.schema.relay import Connection, decode_id, to_connection
 from taskql.schema.tasks import (
@@ -20,54 +19,21 @@ from taskql.schema.tasks import (
     TaskOrder,
     TaskPayload,
     UpdateTaskInput,
+    project_tasks,
+    task_filter_spec,
+    task_order_spec,
 )
 
 # UpdateTaskInput / CreateTaskInput field -> service field.
 _TASK_FIELDS = ("title", "description", "status", "priority", "due_at", "tags", "assignee_id")
 
 
-def _filter_spec(task_filter: TaskFilter | None) -> TaskFilterSpec:
-    if task_filter is None:
-        return TaskFilterSpec()
-    return TaskFilterSpec(
-        statuses=tuple(s.value for s in task_filter.status or ()),
-        priorities=tuple(p.value for p in task_filter.priority or ()),
-        assignee_id=decode_id(task_filter.assignee_id, "User", argument="filter.assigneeId")
-        if task_filter.assignee_id
-        else None,
-        tag=task_filter.tag.strip().lower() if task_filter.tag is not None else None,
-        due_before=task_filter.due_before,
-        due_after=task_filter.due_after,
-    )
-
-
-def _order_spec(order: TaskOrder | None) -> TaskOrderSpec:
-    return TaskOrderSpec(order.field.value, order.direction.value) if order else TaskOrderSpec()
-
-
 async def _list(
     info: strawberry.Info, scope: TaskScope, order: TaskOrder | None, page: PageRequest
 ) -> Connection[Task]:
     service = info.context.tasks
-    records = await service.page(scope, _order_spec(order), page)
+    records = await service.page(scope, task_order_spec(order), page)
     return to_connection(records, Task.from_record, lambda: service.count(scope))
-
-
-async def project_tasks(
-    info: strawberry.Info,
-    project_id: ObjectId,
-    task_filter: TaskFilter | None,
-    order: TaskOrder | None,
-    first: int | None,
-    after: str | None,
-    last: int | None,
-    before: str | None,
-) -> Connection[Task]:
-    page = PageRequest(first=first, after=after, last=last, before=before)
-    spec = _filter_spec(task_filter)
-    service = info.context.tasks
-    records = await service.project_page(project_id, spec, _order_spec(order), page)
-    return to_connection(records, Task.from_record, lambda: service.project_count(project_id, spec))
 
 
 async def tasks(
@@ -94,7 +60,7 @@ async def my_tasks(
 ) -> Connection[Task]:
     """Tasks assigned to the viewer, across projects."""
     page = PageRequest(first=first, after=after)
-    return await _list(info, await info.context.tasks.my_scope(_filter_spec(filter)), order_by, page)
+    return await _list(info, await info.context.tasks.my_scope(task_filter_spec(filter)), order_by, page)
 
 
 async def search_tasks(

@@ -8,8 +8,8 @@ import strawberry
 
 from taskql.db.projects import MemberRecord, ProjectRecord
 from taskql.schema.errors import UserError
+from taskql.schema.extensions.shared_events import PER_VIEWER
 from taskql.schema.relay import Connection, Node, encode_id
-from taskql.schema.shared_events import PER_VIEWER
 from taskql.schema.users import User, load_user
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Project(Node):
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[Annotated[Task, strawberry.lazy(_TASKS)]]:
-        from taskql.resolvers.tasks import project_tasks
+        from taskql.schema.tasks import project_tasks
 
         return await project_tasks(info, self.record.id, filter, order_by, first, after, last, before)
 

@@ -20,12 +20,12 @@ from taskql.resolvers import tasks as task_fields
 from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
-from taskql.schema.guard import Documents, OperationGuard
-from taskql.schema.limits import validation_rules
-from taskql.schema.metrics import OperationMetrics, count_errors, time_root_fields
+from taskql.schema.extensions.guard import Documents, OperationGuard
+from taskql.schema.extensions.limits import validation_rules
+from taskql.schema.extensions.metrics import OperationMetrics, count_errors, time_root_fields
+from taskql.schema.extensions.shared_events import SharedEventExecutor
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
-from taskql.schema.shared_events import SharedEventExecutor
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
 from taskql.schema.users import AuthPayload, LogoutPayload, User, UserPayload
 from taskql.settings import Settings

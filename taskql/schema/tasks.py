@@ -5,12 +5,13 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
+from bson import ObjectId
 
 from taskql.db.pagination import PageRequest
-from taskql.db.tasks import TaskRecord, TaskStatsRecord
+from taskql.db.tasks import TaskFilterSpec, TaskOrderSpec, TaskRecord, TaskStatsRecord
 from taskql.schema.activity import ActivityEvent
 from taskql.schema.errors import UserError
-from taskql.schema.relay import Connection, Node, encode_id, to_connection
+from taskql.schema.relay import Connection, Node, decode_id, encode_id, to_connection
 from taskql.schema.users import User, load_user
 
 if TYPE_CHECKING:
@@ -204,3 +205,40 @@ class TaskPayload:
 class DeleteTaskPayload:
     deleted_task_id: strawberry.ID | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+def task_filter_spec(task_filter: TaskFilter | None) -> TaskFilterSpec:
+    if task_filter is None:
+        return TaskFilterSpec()
+    return TaskFilterSpec(
+        statuses=tuple(s.value for s in task_filter.status or ()),
+        priorities=tuple(p.value for p in task_filter.priority or ()),
+        assignee_id=decode_id(task_filter.assignee_id, "User", argument="filter.assigneeId")
+        if task_filter.assignee_id
+        else None,
+        tag=task_filter.tag.strip().lower() if task_filter.tag is not None else None,
+        due_before=task_filter.due_before,
+        due_after=task_filter.due_after,
+    )
+
+
+def task_order_spec(order: TaskOrder | None) -> TaskOrderSpec:
+    return TaskOrderSpec(order.field.value, order.direction.value) if order else TaskOrderSpec()
+
+
+async def project_tasks(
+    info: strawberry.Info,
+    project_id: ObjectId,
+    task_filter: TaskFilter | None,
+    order: TaskOrder | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> Connection[Task]:
+    """A project's tasks as a keyset-paginated connection: `Query.tasks` and `Project.tasks`."""
+    page = PageRequest(first=first, after=after, last=last, before=before)
+    spec = task_filter_spec(task_filter)
+    service = info.context.tasks
+    records = await service.project_page(project_id, spec, task_order_spec(order), page)
+    return to_connection(records, Task.from_record, lambda: service.project_count(project_id, spec))

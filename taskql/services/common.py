@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Tracer
 
@@ -19,20 +17,12 @@ from taskql.http.client_ip import Network
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
 from taskql.loaders.task_lists import TaskListCache
+from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import Counters
+from taskql.services.outbox import Outbox
 from taskql.settings import Settings
 
-if TYPE_CHECKING:  # outbox.py builds on this module; persisted queries belong to the GraphQL layer
-    from taskql.persisted_queries import PersistedQueries
-    from taskql.services.outbox import Outbox
-
 SIGN_IN = "Sign in to do this: send `Authorization: Bearer <access token>`."
-
-
-def utcnow() -> datetime:
-    """Now, at the millisecond precision BSON stores, so records match what is read back."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True)

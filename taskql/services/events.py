@@ -11,9 +11,10 @@ from typing import Any
 from bson import ObjectId
 
 from taskql.auth.permissions import PROJECT_NOT_FOUND, require_readable
+from taskql.clock import utcnow
 from taskql.db.tasks import TaskRecord
 from taskql.errors import NotFound, Unauthenticated
-from taskql.services.common import Deps, utcnow
+from taskql.services.common import Deps
 
 TASK_KINDS = frozenset({"TASK_CREATED", "TASK_UPDATED", "TASK_DELETED"})
 TOKEN_EXPIRED = "The access token has expired: refresh it, then subscribe again with `after` set to the last cursor."

@@ -25,11 +25,11 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from taskql.cancellation import raise_if_cancelled
+from taskql.clock import utcnow
 from taskql.db.client import Database
 from taskql.db.outbox import OutboxEvent, delete_events, find_events_created_before, insert_events
 from taskql.db.tasks import TaskRecord
 from taskql.events.broker import EventBroker
-from taskql.services.common import Deps, utcnow
 
 logger = logging.getLogger("taskql.events")
 RELAY_GRACE = timedelta(seconds=5)  # how long a writer has to publish its own events
@@ -37,14 +37,14 @@ RELAY_INTERVAL_SECONDS = 1.0
 RELAY_BATCH = 100
 
 
-def project_event(deps: Deps, project_id: ObjectId, kind: str, **fields: Any) -> OutboxEvent:
-    payload = {"kind": kind, "project_id": project_id, "actor_id": deps.require_viewer().id, "at": utcnow(), **fields}
+def project_event(actor_id: ObjectId, project_id: ObjectId, kind: str, **fields: Any) -> OutboxEvent:
+    payload = {"kind": kind, "project_id": project_id, "actor_id": actor_id, "at": utcnow(), **fields}
     return OutboxEvent(id=ObjectId(), channel=str(project_id), payload=payload)
 
 
-def task_event(deps: Deps, kind: str, task: TaskRecord, changed_fields: list[str]) -> OutboxEvent:
+def task_event(actor_id: ObjectId, kind: str, task: TaskRecord, changed_fields: list[str]) -> OutboxEvent:
     return project_event(
-        deps,
+        actor_id,
         task.project_id,
         kind,
         task_id=task.id,

@@ -8,6 +8,7 @@ from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from taskql.auth.permissions import require_manager, require_readable
+from taskql.clock import utcnow
 from taskql.db import projects as projects_db
 from taskql.db import tasks as tasks_db
 from taskql.db.activity import append_event
@@ -18,7 +19,7 @@ from taskql.db.tasks import TaskStatsRecord
 from taskql.db.users import find_user_by_email
 from taskql.errors import Conflict, NotFound
 from taskql.services import outbox
-from taskql.services.common import Deps, utcnow
+from taskql.services.common import Deps
 from taskql.services.validation import Checker
 
 NAME_MAX_LENGTH = 100
@@ -136,7 +137,7 @@ class ProjectService:
             if not await projects_db.delete_project(self._db, project_id=project_id, session=session):
                 raise NotFound("Project not found.")
             await self._record(session, project_id, "PROJECT_DELETED", [])
-            event = outbox.project_event(self._deps, project_id, "PROJECT_DELETED")
+            event = outbox.project_event(self._deps.require_viewer().id, project_id, "PROJECT_DELETED")
             return task_ids, await outbox.stage(self._db, session, [event])
 
         task_ids, events = await self._db.in_transaction(write)
@@ -219,9 +220,10 @@ class ProjectService:
             for task_id in unassigned:
                 await self._record(session, project_id, "TASK_UPDATED", ["assignee"], task_id=task_id)
             tasks = await tasks_db.find_tasks_by_ids(self._db, ids=unassigned, session=session)
+            actor_id = self._deps.require_viewer().id
             events = [
-                outbox.project_event(self._deps, project_id, "MEMBER_REMOVED", user_id=user_id),
-                *(outbox.task_event(self._deps, "TASK_UPDATED", task, ["assignee"]) for task in tasks),
+                outbox.project_event(actor_id, project_id, "MEMBER_REMOVED", user_id=user_id),
+                *(outbox.task_event(actor_id, "TASK_UPDATED", task, ["assignee"]) for task in tasks),
             ]
             return updated, unassigned, await outbox.stage(self._db, session, events)
 

@@ -10,6 +10,7 @@ from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from taskql.auth.permissions import TASK_NOT_FOUND, require_readable, require_task_writer
+from taskql.clock import utcnow
 from taskql.db import tasks as tasks_db
 from taskql.db.activity import append_event
 from taskql.db.outbox import OutboxEvent
@@ -19,7 +20,7 @@ from taskql.db.search_terms import MAX_QUERY_TERMS, terms_of
 from taskql.db.tasks import TaskFilterSpec, TaskOrderSpec, TaskRecord, TaskScope
 from taskql.errors import BadUserInput, NotFound, VersionConflict
 from taskql.services import outbox
-from taskql.services.common import Deps, utcnow
+from taskql.services.common import Deps
 from taskql.services.validation import Checker
 
 TITLE_MAX_LENGTH = 200
@@ -160,7 +161,9 @@ class TaskService:
             at=now,
             session=session,
         )
-        return await outbox.stage(self._db, session, [outbox.task_event(self._deps, kind, task, changed)])
+        return await outbox.stage(
+            self._db, session, [outbox.task_event(self._deps.require_viewer().id, kind, task, changed)]
+        )
 
     async def _publish(self, events: list[OutboxEvent]) -> None:
         await self._deps.runtime.outbox.publish(events)

@@ -9,13 +9,14 @@ from bson import ObjectId
 
 from taskql.auth.permissions import Viewer
 from taskql.auth.tokens import hash_refresh_token, new_refresh_token
+from taskql.clock import utcnow
 from taskql.db import sessions as sessions_db
 from taskql.db import users as users_db
 from taskql.db.projects import share_a_project
 from taskql.db.users import UserRecord
 from taskql.errors import DomainError, InvalidCredentials, NotFound, Unauthenticated
 from taskql.loaders.request import Loaders
-from taskql.services.common import Deps, Runtime, utcnow
+from taskql.services.common import Deps, Runtime
 from taskql.services.login_throttle import LoginThrottle
 from taskql.services.validation import Checker
 

@@ -24,7 +24,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from taskql.logs import note_operation
-from taskql.schema.operation_cost import CostCache, add_to_request, charge, operation_points, report
+from taskql.schema.extensions.operation_cost import CostCache, add_to_request, charge, operation_points, report
 
 
 class Prepared:

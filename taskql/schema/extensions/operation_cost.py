@@ -23,7 +23,7 @@ from starlette.responses import Response
 from taskql import metrics
 from taskql.context import Context
 from taskql.rate_limits import Budget, Usage
-from taskql.schema.limits import query_cost
+from taskql.schema.extensions.limits import query_cost
 from taskql.services.common import Deps
 
 logger = logging.getLogger("taskql.rate_limits")

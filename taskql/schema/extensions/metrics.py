@@ -15,7 +15,7 @@ from prometheus_client import Histogram
 from strawberry.extensions import SchemaExtension
 
 from taskql.metrics import ERRORS, OPERATION_DURATION, RESOLVER_DURATION
-from taskql.schema.operation_type import operation_type
+from taskql.schema.extensions.operation_type import operation_type
 
 OTHER = "other"
 ANONYMOUS = "anonymous"
