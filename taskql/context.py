@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from bson import ObjectId
+from pymongo.errors import PyMongoError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from taskql.errors import Unauthenticated
+from taskql.auth.tokens import AccessClaims
+from taskql.errors import Unauthenticated, Unavailable
 from taskql.http.client_ip import client_ip
 from taskql.loaders.request import Loaders
 from taskql.services.activity import ActivityService
@@ -17,7 +23,9 @@ from taskql.services.common import Deps, Runtime
 from taskql.services.events import TaskEventService
 from taskql.services.projects import ProjectService
 from taskql.services.tasks import TaskService
-from taskql.services.users import AccountService, UserService, authenticate
+from taskql.services.users import AccountService, UserService, authenticate, confirm_session, read_access_token
+
+logger = logging.getLogger("taskql.server")
 
 
 @dataclass
@@ -27,6 +35,9 @@ class Context:
     request_id: str
     deps: Deps
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
+    # An HTTP request's valid token whose login is confirmed once an operation runs (confirm_session).
+    unconfirmed: AccessClaims | None = None
+    _confirming: asyncio.Event | None = field(default=None, init=False)
     accounts: AccountService = field(init=False)
     users: UserService = field(init=False)
     projects: ProjectService = field(init=False)
@@ -46,6 +57,41 @@ class Context:
         """A WebSocket's context lives as long as the connection: new viewer, or fresh loaders per event."""
         self.deps = deps
         self.__post_init__()
+
+    @property
+    def user_id(self) -> ObjectId | None:
+        """Whose budget an operation is charged to: the viewer's, or the user of a token still to be confirmed."""
+        if self.deps.viewer is not None:
+            return self.deps.viewer.id
+        return None if self.unconfirmed is None else self.unconfirmed.user_id
+
+    async def confirm_session(self) -> None:
+        """Sets the viewer of an HTTP request whose token is valid once its login is known not to have
+        ended. The guard (schema/extensions/guard.py) calls it beside the rate-limit charge, so that the
+        two go to Redis in one round trip (redis_client.py); an operation cannot run before it."""
+        if self._confirming is not None:  # another operation of this batch is confirming it
+            await self._confirming.wait()
+            return
+        claims = self.unconfirmed
+        if claims is None:
+            return
+        self._confirming = asyncio.Event()
+        runtime = self.deps.runtime
+        try:
+            viewer = await confirm_session(runtime, self.deps.loaders, claims)
+        except Unauthenticated as exc:
+            self.renew(dataclasses.replace(self.deps, auth_problem=exc.message))
+        except PyMongoError as exc:
+            # Report the outage, never its details; the operator gets them under the request id.
+            logger.error("database unavailable while authenticating request %s", self.request_id, exc_info=exc)
+            if isinstance(self.response, Response):
+                self.response.status_code = 503
+            raise Unavailable(f"Service temporarily unavailable (request id {self.request_id}).") from exc
+        else:
+            self.renew(dataclasses.replace(self.deps, viewer=viewer))
+        finally:
+            self.unconfirmed = None
+            self._confirming.set()
 
     def fresh_loaders(self) -> None:
         runtime = self.deps.runtime
@@ -75,8 +121,21 @@ async def authenticated_deps(runtime: Runtime, connection: HTTPConnection, autho
     return Deps(runtime=runtime, loaders=loaders, viewer=viewer, client_ip=ip, auth_problem=auth_problem)
 
 
-async def build_context(
+def build_context(
     runtime: Runtime, request: Request | WebSocket, response: Response | WebSocket | None, *, authorization: str | None
 ) -> Context:
-    deps = await authenticated_deps(runtime, request, authorization)
-    return Context(request=request, response=response, request_id=request.state.request_id, deps=deps)
+    """The context of a request. Its token is read now; whether its login is still going is asked
+    when an operation runs (Context.confirm_session)."""
+    deps = Deps(
+        runtime=runtime,
+        loaders=new_loaders(runtime),
+        viewer=None,
+        client_ip=client_ip(request, runtime.trusted_proxies),
+    )
+    try:
+        claims = read_access_token(runtime, authorization)
+    except Unauthenticated as exc:
+        claims, deps = None, dataclasses.replace(deps, auth_problem=exc.message)
+    return Context(
+        request=request, response=response, request_id=request.state.request_id, deps=deps, unconfirmed=claims
+    )

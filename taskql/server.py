@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 from bson import ObjectId
-from cross_web import HTTPException
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from pymongo.errors import PyMongoError
@@ -132,14 +131,9 @@ class TaskQLGraphQL(GraphQL):
         return orjson.dumps(data).decode()
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        runtime: Runtime = request.app.state.runtime
-        try:
-            return await build_context(runtime, request, response, authorization=request.headers.get("authorization"))
-        except PyMongoError as exc:
-            # Authentication reads the database before GraphQL runs: report the outage, never its details.
-            request_id = request.state.request_id
-            logger.error("database unavailable while authenticating request %s", request_id, exc_info=exc)
-            raise HTTPException(503, f"Service temporarily unavailable (request id {request_id}).") from exc
+        # A WebSocket authenticates with its connection_init payload (on_ws_connect), never a header.
+        authorization = request.headers.get("authorization") if isinstance(request, Request) else None
+        return build_context(request.app.state.runtime, request, response, authorization=authorization)
 
     async def on_ws_connect(self, context: Context) -> None:
         """Authenticates a WebSocket from its connection_init payload: {"authorization": "Bearer ..."}."""

@@ -170,6 +170,23 @@ async def test_a_batch_has_at_most_its_operations_and_its_cost_is_the_sum(settin
     assert refused[0]["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX", "cost": 60_300, "maxCost": 50_000}
 
 
+async def test_the_operations_of_a_batch_share_one_session_check(settings: Settings) -> None:
+    # Strawberry runs a batch's operations concurrently: the first to run confirms the login, the others wait for it.
+    app = build_app(settings.model_copy(update={"batch_max_operations": 3}))
+    transport = httpx.ASGITransport(app=app)
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        user = await sign_up(GraphQLClient(http), "Batcher")
+        headers = {"authorization": f"Bearer {user.token}"}
+        batch = await http.post("/graphql", json=[{"query": "{ viewer { id } }"}] * 3, headers=headers)
+        await GraphQLClient(http, user.token).execute(
+            "mutation($t: String!) { logout(input: {refreshToken: $t}) { success } }", {"t": user.refresh_token}
+        )
+        ended = await http.post("/graphql", json=[{"query": "{ viewer { id } }"}] * 2, headers=headers)
+
+    assert batch.json() == [{"data": {"viewer": {"id": user.user["id"]}}}] * 3
+    assert [answer["errors"][0]["extensions"]["code"] for answer in ended.json()] == ["UNAUTHENTICATED"] * 2
+
+
 async def test_a_field_repeated_side_by_side_is_refused(owner_client: GraphQLClient) -> None:
     def repeated(count: int) -> str:
         return "{ " + " ".join("__typename" for _ in range(count)) + " }"

@@ -86,3 +86,25 @@ async def test_a_logout_while_redis_is_down_is_still_refused_and_recorded_once_i
     assert logout["data"]["logout"]["success"] is True
     assert during == ["UNAUTHENTICATED", "UNAUTHENTICATED"]  # from MongoDB, the record
     assert recorded and after == "UNAUTHENTICATED"
+
+
+async def test_a_signed_in_query_checks_its_login_and_charges_its_budget_in_one_redis_round_trip(
+    instances: Instances, settings: Settings, command_log: CommandLog
+) -> None:
+    [app] = await instances.start(settings, 1)
+    user = await sign_up(app, "Ada")
+    await app.post(VIEWER, token=user.token)  # the user is cached now
+    command_log.names.clear()
+    redis = Redis.from_url(settings.redis_url or "")
+    try:
+        before = int((await redis.info("stats"))["total_reads_processed"])
+        body = await app.post(VIEWER, token=user.token)
+        after = int((await redis.info("stats"))["total_reads_processed"])
+    finally:
+        await redis.aclose()
+
+    assert body == {"data": {"viewer": {"id": user.user["id"]}}}
+    # The revocation marker, the cached user and the rate-limit script went as one pipeline; the
+    # other read is the second INFO. No MongoDB read either.
+    assert after - before == 2
+    assert command_log.reads() == 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bson import ObjectId
 
 from taskql.auth.permissions import Viewer
-from taskql.auth.tokens import hash_refresh_token, new_refresh_token
+from taskql.auth.tokens import AccessClaims, hash_refresh_token, new_refresh_token
 from taskql.clock import utcnow
 from taskql.db import sessions as sessions_db
 from taskql.db import users as users_db
@@ -34,14 +34,19 @@ class AuthResult:
     expires_in: int  # seconds until the access token expires
 
 
-async def authenticate(runtime: Runtime, loaders: Loaders, authorization: str | None) -> Viewer | None:
-    """The viewer of a request from its `Authorization: Bearer` value; None when absent."""
+def read_access_token(runtime: Runtime, authorization: str | None) -> AccessClaims | None:
+    """The claims of a request's `Authorization: Bearer` token, its signature and expiry checked;
+    None when absent. Whether its login is still going is `confirm_session`'s question."""
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Use `Authorization: Bearer <access token>`.")
-    claims = runtime.tokens.decode_access_token(token.strip())
+    return runtime.tokens.decode_access_token(token.strip())
+
+
+async def confirm_session(runtime: Runtime, loaders: Loaders, claims: AccessClaims) -> Viewer:
+    """The viewer of a valid token whose login has not ended and whose user still exists."""
     # A logout (or logoutAll) revokes the login's family: its access tokens stop working at once,
     # on every instance (auth/revocations.py).
     user, active = await asyncio.gather(
@@ -51,6 +56,12 @@ async def authenticate(runtime: Runtime, loaders: Loaders, authorization: str | 
     if user is None or not active:
         raise Unauthenticated("The session has ended; sign in again.")
     return Viewer(user=user, session_family_id=claims.session_family_id, access_expires_at=claims.expires_at)
+
+
+async def authenticate(runtime: Runtime, loaders: Loaders, authorization: str | None) -> Viewer | None:
+    """The viewer of a request from its `Authorization: Bearer` value; None when absent."""
+    claims = read_access_token(runtime, authorization)
+    return None if claims is None else await confirm_session(runtime, loaders, claims)
 
 
 class AccountService:

@@ -10,10 +10,13 @@ hooks on every request, so the checks share one, built from parts made once per 
    its client IP's budgets, and over either it is refused too (RATE_LIMITED with `retryAfter` in
    seconds; over HTTP the server answers 429 with `Retry-After`). Each HTTP answer to an operation
    carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` for the tighter budget.
+4. Its viewer: an HTTP request's token was only read when the request came in; whether its login
+   has ended is asked now, beside the charge, so both take one round trip to Redis (context.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import lru_cache
 
@@ -80,7 +83,7 @@ class OperationGuard(SchemaExtension):
             yield  # a syntax error is raised through here (by on_parse)
         finally:
             if not self._reported:  # refused before running: still tell the client its budget
-                usage = await charge(deps, 0)
+                usage = await charge(deps, execution.context.user_id, 0)
                 if usage is not None:
                     report(execution.context.response, usage)
 
@@ -104,13 +107,13 @@ class OperationGuard(SchemaExtension):
         execution = self.execution_context
         if execution.graphql_document is not None:
             context = execution.context
-            if isinstance(context.request, Request):
-                viewer = context.deps.viewer
+            if isinstance(context.request, Request):  # the user a valid token names, its login confirmed or not
+                user_id = context.user_id
                 note_operation(
                     context.request.state,
                     execution.operation_name,
                     execution.operation_type.value,
-                    str(viewer.id) if viewer else None,
+                    None if user_id is None else str(user_id),
                 )
             max_cost = context.deps.runtime.settings.max_query_cost
             cost = self._costs.cost(
@@ -124,7 +127,12 @@ class OperationGuard(SchemaExtension):
                     "Ask for smaller pages (`first`/`last`) or fewer nested connections.",
                     extensions={"code": "QUERY_TOO_COMPLEX", "cost": request_cost, "maxCost": max_cost},
                 )
-            usage = await charge(context.deps, operation_points(cost))
+            # Together: the session check and the charge reach Redis in one round trip. A token
+            # whose login has ended is charged to its user all the same (a rejected operation is
+            # charged too): it cost the server this much, and it cannot run.
+            _, usage = await asyncio.gather(
+                context.confirm_session(), charge(context.deps, context.user_id, operation_points(cost))
+            )
             if usage is not None:
                 report(context.response, usage)
                 self._reported = True

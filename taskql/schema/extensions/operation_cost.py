@@ -15,6 +15,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from bson import ObjectId
 from graphql import DocumentNode, GraphQLSchema
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -75,13 +76,13 @@ def add_to_request(context: Context, cost: int) -> int:
     return state.graphql_cost
 
 
-async def charge(deps: Deps, points: int) -> Usage | None:
+async def charge(deps: Deps, user_id: ObjectId | None, points: int) -> Usage | None:
     """The tighter budget after charging the user's and the IP's together (None when Redis is unreachable)."""
     settings = deps.runtime.settings
     window = settings.rate_limit_window_seconds
     charges = [(f"ip:{deps.client_ip}", Budget("ip", settings.rate_limit_ip_points, window))]
-    if deps.viewer is not None:
-        charges.insert(0, (f"user:{deps.viewer.id}", Budget("user", settings.rate_limit_user_points, window)))
+    if user_id is not None:
+        charges.insert(0, (f"user:{user_id}", Budget("user", settings.rate_limit_user_points, window)))
     try:
         usages = await deps.runtime.rate_limits.charge(charges, points)
     except RedisError as exc:
