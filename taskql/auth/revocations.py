@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -29,6 +28,7 @@ from redis.exceptions import RedisError
 
 from taskql.db import sessions as sessions_db
 from taskql.db.client import Database
+from taskql.outage import RedisOutage
 
 logger = logging.getLogger("taskql.auth")
 CLOCK_SKEW_SECONDS = 60  # markers outlive the tokens they end by this much
@@ -42,7 +42,9 @@ class Revocations:
         self._retry_seconds = retry_seconds
         self._unwritten: set[ObjectId] = set()
         self._retrying: asyncio.Task[None] | None = None
-        self._down_until: float | None = None  # Redis failed: MongoDB answers until then
+        self._outage = RedisOutage(
+            logger, what="Redis (session checks)", meanwhile="reading MongoDB", retry_seconds=retry_seconds
+        )
 
     @staticmethod
     def key(family_id: ObjectId) -> str:
@@ -57,17 +59,9 @@ class Revocations:
 
     async def is_active(self, *, family_id: ObjectId, user_id: ObjectId, now: datetime) -> bool:
         """Whether the login may still be used: from Redis, or MongoDB when Redis cannot be trusted."""
-        if not self._unwritten and (self._down_until is None or time.monotonic() >= self._down_until):
-            try:
-                revoked = await self._redis.exists(self.key(family_id))
-            except RedisError as exc:
-                if self._down_until is None:
-                    logger.warning("session checks read MongoDB while Redis does not answer: %s", exc)
-                self._down_until = time.monotonic() + self._retry_seconds
-            else:
-                if self._down_until is not None:
-                    logger.warning("session checks read Redis again")
-                    self._down_until = None
+        if not self._unwritten:
+            ok, revoked = await self._outage.attempt(lambda: self._redis.exists(self.key(family_id)))
+            if ok:
                 return not revoked
         return await sessions_db.is_family_active(self._db, family_id=family_id, user_id=user_id, now=now)
 

@@ -18,7 +18,6 @@ version" markers for them: a marker is a miss for readers and only a newer docum
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from redis.exceptions import RedisError
 
 from taskql import metrics
 from taskql.codec import as_text, decode_document, encode_document
+from taskql.outage import RedisOutage
 from taskql.settings import Settings
 
 logger = logging.getLogger("taskql.cache")
@@ -123,9 +123,10 @@ class EntityCache:
     ) -> None:
         self._backend = backend  # None: caching disabled
         self._ttl = dict(ttl_seconds)
-        self._retry_after = retry_after_seconds
+        self._outage = RedisOutage(
+            logger, what="cache", meanwhile="serving from the database", retry_seconds=retry_after_seconds
+        )
         self.stats = stats or CacheStats()
-        self._down_until: float | None = None
         self._unwritten: dict[str, tuple[int, int]] = {}  # key -> (version, ttl) not written during an outage
 
     @staticmethod
@@ -171,24 +172,15 @@ class EntityCache:
         backend = self._backend
         if backend is None:
             return False, None
-        if self._down_until is not None:
-            if time.monotonic() < self._down_until:
-                return False, None
+
+        async def counted() -> T:
             try:
-                await self._replay_unwritten(backend)
+                return await operation(backend)
             except RedisError:
-                self._down_until = time.monotonic() + self._retry_after
-                return False, None
-            logger.warning("cache reachable again; resuming")
-            self._down_until = None
-        try:
-            return True, await operation(backend)
-        except RedisError as exc:
-            self.stats.errors += 1
-            if self._down_until is None:
-                logger.warning("cache unreachable, serving from the database until it returns: %s", exc)
-            self._down_until = time.monotonic() + self._retry_after
-            return False, None
+                self.stats.errors += 1
+                raise
+
+        return await self._outage.attempt(counted, owed=lambda: self._replay_unwritten(backend))
 
     async def _replay_unwritten(self, backend: RedisBackend) -> None:
         if not self._unwritten:

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from bson import ObjectId
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from taskql.codec import as_text, decode_document, encode_document
 from taskql.db.pagination import Edge, Page
 from taskql.db.tasks import TaskRecord
 from taskql.loaders.cache import CacheStats
+from taskql.outage import RedisOutage
 
 logger = logging.getLogger("taskql.task_lists")
 T = TypeVar("T")
@@ -54,9 +53,10 @@ class TaskListCache:
         self._read = client.register_script(_READ)
         self._enabled = enabled
         self._ttl = ttl_seconds
-        self._retry_after = retry_seconds
         self._stats = stats
-        self._down_until: float | None = None
+        self._outage = RedisOutage(
+            logger, what="task list cache", meanwhile="reading lists from the database", retry_seconds=retry_seconds
+        )
         self._unbumped: set[ObjectId] = set()
 
     @staticmethod
@@ -110,27 +110,15 @@ class TaskListCache:
         if not self._enabled:
             return
         self._unbumped.update(project_ids)
-        await self._attempt(None)  # the bumps are replayed first thing
+        await self._attempt(_nothing)  # the bumps are owed: made first thing
 
-    async def _attempt(self, operation: Callable[[], Awaitable[T]] | None) -> tuple[bool, T | None]:
+    async def _attempt(self, operation: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
         """(True, result) of a Redis call, after the bumps still owed; (False, None) while Redis fails."""
-        if self._down_until is not None and time.monotonic() < self._down_until:
-            return False, None
-        try:
-            if self._unbumped:  # owed since Redis failed them: before anything is read
-                await self._bump_unbumped()
-            result = None if operation is None else await operation()
-        except RedisError as exc:
-            if self._down_until is None:
-                logger.warning("task list cache unreachable, reading lists from the database: %s", exc)
-            self._down_until = time.monotonic() + self._retry_after
-            return False, None
-        if self._down_until is not None:
-            logger.warning("task list cache reachable again; resuming")
-            self._down_until = None
-        return True, result
+        return await self._outage.attempt(operation, owed=self._bump_unbumped)
 
     async def _bump_unbumped(self) -> None:
+        if not self._unbumped:
+            return
         pending = list(self._unbumped)
         async with self._client.pipeline(transaction=False) as pipe:
             for project_id in pending:
@@ -138,6 +126,10 @@ class TaskListCache:
                 pipe.expire(self._generation_key(project_id), GENERATION_TTL_SECONDS)
             await pipe.execute()
         self._unbumped.difference_update(pending)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _encode(page: Page[TaskRecord]) -> str:
