@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -276,7 +277,17 @@ async def test_a_wrong_redis_url_costs_the_cache_and_sign_ins_not_the_api(
     assert refused["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
 
 
-BOARD = "query($id: ID!) { project(id: $id) { tasks(first: 20) { edges { node { id title version } } } } }"
+BOARD = """
+query($id: ID!) {
+  project(id: $id) {
+    tasks(first: 20) { totalCount edges { node { id title version } } }
+    stats { total byStatus { status count } overdue dueNext7Days }
+  }
+}
+"""
+SET_STATUS = """
+mutation($id: ID!, $status: TaskStatus!) { updateTask(input: {id: $id, status: $status}) { userErrors { code } } }
+"""
 
 
 def board_titles(data: dict[str, Any]) -> dict[str, str]:
@@ -297,12 +308,14 @@ async def test_a_warm_board_reads_nothing_from_mongodb(
     warm = await owner.execute(BOARD, {"id": project_id})
 
     assert warm == cold and len(board_titles(warm)) == 5
-    assert command_log.names == []
+    assert warm["project"]["tasks"]["totalCount"] == 5 and warm["project"]["stats"]["total"] == 5
+    assert command_log.names == []  # the page, its totalCount and the stats came from Redis
 
 
 async def test_no_board_read_after_an_acknowledged_write_misses_it(instances: Instances, settings: Settings) -> None:
     # Two instances; readers on the second keep refilling the cache while the first writes: every
-    # read that starts after a write was acknowledged must show it, 200 times over.
+    # read that starts after a write was acknowledged must show it (its page, the page's totalCount
+    # and the project's stats), 200 times over: new tasks, new titles, tasks done and reopened.
     writer, reader = await instances.start(settings, 2)
     owner = await sign_up(writer, "Owner")
     project_id = await create_project(owner)
@@ -316,17 +329,56 @@ async def test_no_board_read_after_an_acknowledged_write_misses_it(instances: In
 
     background = [asyncio.create_task(keep_reading()) for _ in range(2)]
     missed = []
+    finished: set[str] = set()
     for n in range(200):
-        task = tasks[n % len(tasks)]
-        await writer.as_user(owner.token).execute(UPDATE_TITLE, {"id": task["id"], "title": f"v{n}"})
-        seen = board_titles(await reading.execute(BOARD, {"id": project_id}))[task["id"]]
-        if seen != f"v{n}":
-            missed.append((n, seen))
+        task = tasks[-1 - n % 4]  # among the newest: on the first page
+        if n % 3 == 0:
+            tasks.append(await create_task(owner, project_id, title=f"new {n}"))
+            expected: tuple[Any, ...] = ("count", len(tasks))
+        elif n % 3 == 1:
+            await writer.as_user(owner.token).execute(UPDATE_TITLE, {"id": task["id"], "title": f"v{n}"})
+            expected = ("title", f"v{n}")
+        else:
+            status = "TODO" if task["id"] in finished else "DONE"
+            await owner.execute(SET_STATUS, {"id": task["id"], "status": status})
+            finished.symmetric_difference_update({task["id"]})
+            expected = ("done", len(finished))
+        board = await reading.execute(BOARD, {"id": project_id})
+        seen = {
+            "count": (board["project"]["tasks"]["totalCount"], board["project"]["stats"]["total"]),
+            "title": board_titles(board).get(task["id"]),
+            "done": done_count(board),
+        }[expected[0]]
+        wanted = (expected[1], expected[1]) if expected[0] == "count" else expected[1]
+        if seen != wanted:
+            missed.append((n, expected[0], seen, wanted))
     done.set()
     await asyncio.gather(*background)
 
     assert missed == []
     assert instances.cache(1).stats.hits > 0  # the board was served from the cache in between
+
+
+def done_count(data: dict[str, Any]) -> int:
+    return next(row["count"] for row in data["project"]["stats"]["byStatus"] if row["status"] == "DONE")
+
+
+async def test_stats_change_when_a_task_falls_due_without_any_write(instances: Instances, settings: Settings) -> None:
+    [client] = await instances.start(settings, 1)
+    owner = await sign_up(client, "Owner")
+    project_id = await create_project(owner)
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    await create_task(owner, project_id, title="soon", dueAt=due.isoformat())
+    await create_task(owner, project_id, title="later", dueAt=(due + timedelta(days=30)).isoformat())
+
+    before = (await owner.execute(BOARD, {"id": project_id}))["project"]["stats"]
+    cached = (await owner.execute(BOARD, {"id": project_id}))["project"]["stats"]
+    await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.1)
+    after = (await owner.execute(BOARD, {"id": project_id}))["project"]["stats"]
+
+    assert (before["overdue"], before["dueNext7Days"]) == (0, 1)
+    assert cached == before
+    assert (after["overdue"], after["dueNext7Days"]) == (1, 0)  # the cached stats expired when the task fell due
 
 
 async def test_a_board_write_while_redis_pauses_is_never_hidden_by_an_older_page(
@@ -343,6 +395,9 @@ async def test_a_board_write_while_redis_pauses_is_never_hidden_by_an_older_page
     await owner.execute(UPDATE_TITLE, {"id": task["id"], "title": "new"})  # its bump times out
     await asyncio.sleep(1.6)
     read = await owner.execute(BOARD, {"id": project_id})
+    await create_task(owner, project_id, title="second")  # the next bump goes through
+    counted = await owner.execute(BOARD, {"id": project_id})
     await admin.aclose()
 
     assert board_titles(read)[task["id"]] == "new"
+    assert counted["project"]["tasks"]["totalCount"] == counted["project"]["stats"]["total"] == 2

@@ -325,6 +325,12 @@ class TaskStatsRecord:
     by_priority: dict[str, int]
     overdue: int
     due_soon: int
+    # When `overdue` or `due_soon` next changes with no write, as time passes (None: never).
+    valid_until: datetime | None = None
+
+
+DUE_SOON = timedelta(days=7)  # a project's stats count the open tasks due within this (`dueNext7Days`)
+_EARLIEST_DUE = {"_id": None, "at": {"$min": "$due_at"}}
 
 
 async def project_stats(db: Database, *, project_id: ObjectId, now: datetime, soon: timedelta) -> TaskStatsRecord:
@@ -338,15 +344,21 @@ async def project_stats(db: Database, *, project_id: ObjectId, now: datetime, so
                 "priority": [{"$group": {"_id": "$priority", "n": {"$sum": 1}}}],
                 "overdue": [{"$match": {**open_tasks, "due_at": {"$lt": now}}}, {"$count": "n"}],
                 "soon": [{"$match": {**open_tasks, "due_at": {"$gte": now, "$lt": now + soon}}}, {"$count": "n"}],
+                # The next open task to fall due (leaving "soon" for "overdue"), and the next to come within `soon`.
+                "next_due": [{"$match": {**open_tasks, "due_at": {"$gte": now}}}, {"$group": _EARLIEST_DUE}],
+                "next_soon": [{"$match": {**open_tasks, "due_at": {"$gte": now + soon}}}, {"$group": _EARLIEST_DUE}],
             }
         },
     ]
     [facets] = await (await db.tasks.aggregate(pipeline)).to_list()
     by_status = {row["_id"]: row["n"] for row in facets["status"]}
+    next_due = facets["next_due"][0]["at"] if facets["next_due"] else None
+    next_soon = facets["next_soon"][0]["at"] - soon if facets["next_soon"] else None
     return TaskStatsRecord(
         total=sum(by_status.values()),
         by_status=by_status,
         by_priority={row["_id"]: row["n"] for row in facets["priority"]},
         overdue=facets["overdue"][0]["n"] if facets["overdue"] else 0,
         due_soon=facets["soon"][0]["n"] if facets["soon"] else 0,
+        valid_until=min((moment for moment in (next_due, next_soon) if moment is not None), default=None),
     )

@@ -7,6 +7,8 @@ projects with their task lists costs the same whatever the page sizes.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
@@ -14,18 +16,22 @@ from typing import Generic, TypeVar
 from bson import ObjectId
 from strawberry.dataloader import DataLoader
 
+from taskql.clock import utcnow
 from taskql.db.activity import ActivityRecord, count_activity_by_task, page_activity_by_task
 from taskql.db.client import Database
 from taskql.db.pagination import Page, PageRequest
 from taskql.db.tasks import (
+    DUE_SOON,
     TaskFilterSpec,
     TaskOrderSpec,
     TaskRecord,
+    TaskStatsRecord,
     count_tasks_by_project,
     page_tasks_by_project,
+    project_stats,
 )
 from taskql.loaders.cache import CacheStats
-from taskql.loaders.task_lists import TaskListCache
+from taskql.loaders.task_lists import TaskListCache, decode_page, decode_stats, encode_page, encode_stats
 
 S = TypeVar("S", bound=Hashable)
 V = TypeVar("V")
@@ -61,24 +67,69 @@ class TaskPageByProjectLoader(ByParentLoader[TaskListShape, Page[TaskRecord]]):
 
     def __init__(self, db: Database, stats: CacheStats, task_lists: TaskListCache, *, max_batch_size: int) -> None:
         async def fetch(project_ids: Sequence[ObjectId], shape: TaskListShape) -> dict[ObjectId, Page[TaskRecord]]:
-            pages, generations = await task_lists.get(project_ids, shape)
-            missing = [project_id for project_id in project_ids if project_id not in pages]
-            if missing:
-                task_filter, order, page = shape
-                read = await page_tasks_by_project(
+            task_filter, order, page = shape
+
+            async def read(missing: list[ObjectId]) -> dict[ObjectId, Page[TaskRecord]]:
+                return await page_tasks_by_project(
                     db, project_ids=missing, task_filter=task_filter, order=order, page=page
                 )
-                await task_lists.put(read, shape, generations)
-                pages.update(read)
-            return pages
+
+            return await task_lists.read_through(
+                "page",
+                project_ids,
+                shape,
+                decode=decode_page,
+                read=read,
+                encode=lambda value: (encode_page(value), None),
+            )
 
         super().__init__(fetch, stats, max_batch_size=max_batch_size)
 
 
 class TaskCountByProjectLoader(ByParentLoader[TaskFilterSpec, int]):
-    def __init__(self, db: Database, stats: CacheStats, *, max_batch_size: int) -> None:
+    """`totalCount`s from the task list cache, the rest in one database command."""
+
+    def __init__(self, db: Database, stats: CacheStats, task_lists: TaskListCache, *, max_batch_size: int) -> None:
         async def fetch(project_ids: Sequence[ObjectId], task_filter: TaskFilterSpec) -> dict[ObjectId, int]:
-            return await count_tasks_by_project(db, project_ids=project_ids, task_filter=task_filter)
+            async def read(missing: list[ObjectId]) -> dict[ObjectId, int]:
+                return await count_tasks_by_project(db, project_ids=missing, task_filter=task_filter)
+
+            return await task_lists.read_through(
+                "count",
+                project_ids,
+                task_filter,
+                decode=int,
+                read=read,
+                encode=lambda count: (str(count), None),
+            )
+
+        super().__init__(fetch, stats, max_batch_size=max_batch_size)
+
+
+class ProjectStatsLoader(ByParentLoader[None, TaskStatsRecord]):
+    """Project stats from the task list cache, each kept until a write or until the time comes when
+    its overdue or due-soon count changes by itself; the rest from the database."""
+
+    def __init__(self, db: Database, stats: CacheStats, task_lists: TaskListCache, *, max_batch_size: int) -> None:
+        async def fetch(project_ids: Sequence[ObjectId], _: None) -> dict[ObjectId, TaskStatsRecord]:
+            now = utcnow()
+
+            def decode(payload: str) -> TaskStatsRecord | None:
+                record = decode_stats(payload)
+                return record if record.valid_until is None or now < record.valid_until else None
+
+            def encode(record: TaskStatsRecord) -> tuple[str, int | None]:
+                if record.valid_until is None:
+                    return encode_stats(record), None
+                return encode_stats(record), max(1, math.ceil((record.valid_until - now).total_seconds()))
+
+            async def read(missing: list[ObjectId]) -> dict[ObjectId, TaskStatsRecord]:
+                records = await asyncio.gather(
+                    *(project_stats(db, project_id=project_id, now=now, soon=DUE_SOON) for project_id in missing)
+                )
+                return dict(zip(missing, records, strict=True))
+
+            return await task_lists.read_through("stats", project_ids, None, decode=decode, read=read, encode=encode)
 
         super().__init__(fetch, stats, max_batch_size=max_batch_size)
 

@@ -13,6 +13,7 @@ from taskql.loaders.cache import EntityCache
 from taskql.loaders.children import (
     ActivityCountByTaskLoader,
     ActivityPageByTaskLoader,
+    ProjectStatsLoader,
     TaskCountByProjectLoader,
     TaskPageByProjectLoader,
 )
@@ -82,7 +83,15 @@ class Loaders:
 
     @cached_property
     def task_counts(self) -> TaskCountByProjectLoader:
-        return self.prepared(TaskCountByProjectLoader(self._db, self._cache.stats, max_batch_size=self._max_batch_size))
+        return self.prepared(
+            TaskCountByProjectLoader(self._db, self._cache.stats, self._task_lists, max_batch_size=self._max_batch_size)
+        )
+
+    @cached_property
+    def project_stats(self) -> ProjectStatsLoader:
+        return self.prepared(
+            ProjectStatsLoader(self._db, self._cache.stats, self._task_lists, max_batch_size=self._max_batch_size)
+        )
 
     @cached_property
     def activity_pages(self) -> ActivityPageByTaskLoader:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -24,7 +22,6 @@ from taskql.services.validation import Checker
 
 NAME_MAX_LENGTH = 100
 DESCRIPTION_MAX_LENGTH = 2_000
-DUE_SOON = timedelta(days=7)
 MEMBER_NOT_FOUND = "This user is not a member of the project."
 
 
@@ -56,7 +53,7 @@ class ProjectService:
         return await projects_db.count_projects(self._db, member_id=self._member_scope())
 
     async def stats(self, project: ProjectRecord) -> TaskStatsRecord:
-        return await tasks_db.project_stats(self._db, project_id=project.id, now=utcnow(), soon=DUE_SOON)
+        return await self._deps.loaders.project_stats.load((project.id, None))
 
     def _check_fields(self, name: str | None, description: str | None) -> dict[str, str]:
         check = Checker()
