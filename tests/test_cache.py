@@ -18,6 +18,9 @@ from taskql.embedded.child import free_port
 from taskql.loaders.cache import EntityCache, PutEntry, RedisBackend
 from taskql.settings import Settings
 from tests.conftest import (
+    DELETE_PROJECT,
+    DELETE_TASK,
+    MY_TASKS,
     PASSWORD,
     REGISTER,
     REMOVE_MEMBER,
@@ -361,6 +364,51 @@ async def test_no_board_read_after_an_acknowledged_write_misses_it(instances: In
 
 def done_count(data: dict[str, Any]) -> int:
     return next(row["count"] for row in data["project"]["stats"]["byStatus"] if row["status"] == "DONE")
+
+
+ASSIGN = """
+mutation($id: ID!, $to: ID) { updateTask(input: {id: $id, assigneeId: $to}) { userErrors { code message } } }
+"""
+
+
+async def test_my_tasks_are_served_from_redis_and_follow_every_write_on_another_instance(
+    instances: Instances, settings: Settings, command_log: CommandLog
+) -> None:
+    writer, reader = await instances.start(settings, 2)
+    owner = await sign_up(writer, "Owner")
+    ada, bob = await sign_up(writer, "Ada"), await sign_up(writer, "Bob")
+    projects = [await create_project(owner, "One"), await create_project(owner, "Two")]
+    for project_id in projects:
+        await add_member(owner, project_id, ada, "EDITOR")
+        await add_member(owner, project_id, bob, "EDITOR")
+    ada_id, bob_id = ada.user["id"], bob.user["id"]
+    first, second, third = [
+        await create_task(owner, project_id, title=title, assigneeId=ada_id)
+        for project_id, title in ((projects[0], "a"), (projects[0], "b"), (projects[1], "c"))
+    ]
+    ada_reads, bob_reads = reader.as_user(ada.token), reader.as_user(bob.token)
+
+    async def mine(client: GraphQLClient) -> tuple[int, set[str]]:
+        data = (await client.execute(MY_TASKS))["myTasks"]
+        ids = {edge["node"]["id"] for edge in data["edges"]}
+        assert data["totalCount"] == len(ids)
+        return data["totalCount"], ids
+
+    assert await mine(ada_reads) == (3, {first["id"], second["id"], third["id"]})
+    assert await mine(bob_reads) == (0, set())
+    command_log.names.clear()
+    assert await mine(ada_reads) == (3, {first["id"], second["id"], third["id"]})
+    assert command_log.names == []  # warm: the page and its count came from Redis
+
+    await owner.execute(ASSIGN, {"id": first["id"], "to": bob_id})  # handed from Ada to Bob
+    assert await mine(ada_reads) == (2, {second["id"], third["id"]})
+    assert await mine(bob_reads) == (1, {first["id"]})
+    await owner.execute(DELETE_TASK, {"input": {"id": second["id"]}})
+    assert await mine(ada_reads) == (1, {third["id"]})
+    await owner.execute(REMOVE_MEMBER, {"p": projects[0], "u": bob_id})  # first is unassigned
+    assert await mine(bob_reads) == (0, set())
+    await owner.execute(DELETE_PROJECT, {"input": {"id": projects[1]}})
+    assert await mine(ada_reads) == (0, set())
 
 
 async def test_stats_change_when_a_task_falls_due_without_any_write(instances: Instances, settings: Settings) -> None:

@@ -202,23 +202,24 @@ async def update_task_if_version(
 
 async def delete_task(
     db: Database, *, task_id: ObjectId, version: int | None, session: AsyncClientSession | None = None
-) -> bool:
-    """Deletes the task (only at `version`, when given)."""
+) -> TaskRecord | None:
+    """Deletes the task (only at `version`, when given); returns it as it was deleted."""
     query: dict[str, Any] = {"_id": task_id}
     if version is not None:
         query["version"] = version
-    result = await db.tasks.delete_one(query, session=session)
-    return result.deleted_count == 1
+    deleted = await db.tasks.find_one_and_delete(query, session=session)
+    return None if deleted is None else TaskRecord.from_doc(deleted)
 
 
 async def delete_project_tasks(
     db: Database, *, project_id: ObjectId, session: AsyncClientSession | None = None
-) -> list[ObjectId]:
-    """Deletes a project's tasks; returns their ids (so they can be evicted from the cache)."""
+) -> dict[ObjectId, ObjectId | None]:
+    """Deletes a project's tasks; returns their ids and assignees (whose cached lists held them)."""
     query = {"project_id": project_id}
-    ids = [doc["_id"] async for doc in db.tasks.find(query, projection={"_id": 1}, session=session)]
+    tasks = db.tasks.find(query, projection={"_id": 1, "assignee_id": 1}, session=session)
+    assignees = {doc["_id"]: doc.get("assignee_id") async for doc in tasks}
     await db.tasks.delete_many(query, session=session)
-    return ids
+    return assignees
 
 
 async def unassign_user(

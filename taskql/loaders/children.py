@@ -75,6 +75,7 @@ class TaskPageByProjectLoader(ByParentLoader[TaskListShape, Page[TaskRecord]]):
                 )
 
             return await task_lists.read_through(
+                "project",
                 "page",
                 project_ids,
                 shape,
@@ -95,6 +96,7 @@ class TaskCountByProjectLoader(ByParentLoader[TaskFilterSpec, int]):
                 return await count_tasks_by_project(db, project_ids=missing, task_filter=task_filter)
 
             return await task_lists.read_through(
+                "project",
                 "count",
                 project_ids,
                 task_filter,
@@ -129,7 +131,9 @@ class ProjectStatsLoader(ByParentLoader[None, TaskStatsRecord]):
                 )
                 return dict(zip(missing, records, strict=True))
 
-            return await task_lists.read_through("stats", project_ids, None, decode=decode, read=read, encode=encode)
+            return await task_lists.read_through(
+                "project", "stats", project_ids, None, decode=decode, read=read, encode=encode
+            )
 
         super().__init__(fetch, stats, max_batch_size=max_batch_size)
 

@@ -1,16 +1,20 @@
-"""What is read from a project's task list, in Redis, valid until the project's next task write:
-its pages (`page`), their `totalCount`s (`count`) and the project's `stats`.
+"""What is read from a task list, in Redis, valid until the next write to a task of that list: a
+project's pages (`page`), their `totalCount`s (`count`) and its `stats`; a user's `myTasks` pages
+and counts (`mine_page`, `mine_count`).
 
-Every committed write to a project's tasks bumps the project's generation (an INCR) after the
-commit and before the write answers. An entry is stored under the generation read *before* its
-database read: a reader that raced a write stores its entry under the old generation, where no
-one reads again, so a read that starts after an acknowledged write never gets an entry without it.
-A read is one round trip (a script returns each project's generation and the entry under it).
+A list belongs to a project or to an assignee, and each has a generation. Every committed write to
+a task bumps its project's generation and its assignee's (before and after the write: a task
+handed from one user to another leaves the first one's list) after the commit and before the
+write answers; so does removing a member (their tasks are unassigned) or deleting a project.
+An entry is stored under the generation read *before* its database read: a reader that raced a
+write stores its entry under the old generation, where no one reads again, so a read that starts
+after an acknowledged write never gets an entry without it. A read is one round trip (a script
+returns each list's generation and the entry under it).
 
-When Redis is unreachable, pages come from MongoDB and the outage is logged once. Bumps that
-failed meanwhile are kept by this process and replayed before it uses the cache again, so its
-own later reads never see a page from before those writes (as the entity cache does with its
-markers, other instances can, between Redis's return and that replay).
+When Redis is unreachable, entries come from MongoDB and the outage is logged once (outage.py).
+Bumps that failed meanwhile are kept by this process and made before it uses the cache again, so
+its own later reads never see an entry from before those writes (as the entity cache does with
+its markers, other instances can, between Redis's return and that replay).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bson import ObjectId
 from redis.asyncio import Redis
@@ -31,8 +35,9 @@ from taskql.loaders.cache import CacheStats
 from taskql.outage import RedisOutage
 
 logger = logging.getLogger("taskql.task_lists")
+Owner = Literal["project", "assignee"]  # whose list: a project's tasks, or the tasks assigned to a user
 T = TypeVar("T")
-FORMAT_VERSION = 1  # bump when a cached page's shape changes
+FORMAT_VERSION = 2  # bump when a cached entry's shape (or a key's) changes
 GENERATION_TTL_SECONDS = 7 * 86_400  # far beyond any page's: a generation never restarts under live pages
 
 # KEYS: generation keys; ARGV[1]: the page's name. Per key: the generation, and the page under it.
@@ -59,53 +64,58 @@ class TaskListCache:
         self._outage = RedisOutage(
             logger, what="task list cache", meanwhile="reading lists from the database", retry_seconds=retry_seconds
         )
-        self._unbumped: set[ObjectId] = set()
+        self._unbumped: set[str] = set()  # generation keys
 
     @staticmethod
-    def _generation_key(project_id: ObjectId) -> str:
-        return f"taskql:tasklist:v{FORMAT_VERSION}:{project_id}"
+    def _generation_key(owner: Owner, owner_id: ObjectId) -> str:
+        return f"taskql:tasklist:v{FORMAT_VERSION}:{owner}:{owner_id}"
 
     @staticmethod
     def entry_name(kind: str, shape: Any) -> str:
-        """An entry's name within its project: its kind and what it depends on (frozen dataclasses)."""
+        """An entry's name within its list: its kind and what it depends on (frozen dataclasses)."""
         return f"{kind}:{hashlib.sha256(repr(shape).encode()).hexdigest()[:32]}"
 
     async def _get(
-        self, kind: str, project_ids: Sequence[ObjectId], shape: Any
+        self, owner: Owner, kind: str, owner_ids: Sequence[ObjectId], shape: Any
     ) -> tuple[dict[ObjectId, str], dict[ObjectId, str]]:
-        """Cached entries (as stored), and the generation of every project (none when the cache cannot be used)."""
+        """Cached entries (as stored), and the generation of every list (none when the cache cannot be used)."""
         if not self._enabled:
             return {}, {}
         name = self.entry_name(kind, shape)
         ok, reply = await self._attempt(
-            lambda: self._read(keys=[self._generation_key(p) for p in project_ids], args=[name])
+            lambda: self._read(keys=[self._generation_key(owner, o) for o in owner_ids], args=[name])
         )
         if not ok or reply is None:
             return {}, {}
         entries, generations = {}, {}
-        for index, project_id in enumerate(project_ids):
+        for index, owner_id in enumerate(owner_ids):
             generation, payload = reply[2 * index], reply[2 * index + 1]
-            generations[project_id] = as_text(generation)
+            generations[owner_id] = as_text(generation)
             if payload:
-                entries[project_id] = as_text(payload)
-        self._stats.record_lookups(f"task_{kind}", hits=len(entries), misses=len(project_ids) - len(entries))
+                entries[owner_id] = as_text(payload)
+        self._stats.record_lookups(f"task_{kind}", hits=len(entries), misses=len(owner_ids) - len(entries))
         return entries, generations
 
     async def _put(
-        self, kind: str, entries: dict[ObjectId, tuple[str, int | None]], shape: Any, generations: dict[ObjectId, str]
+        self,
+        owner: Owner,
+        kind: str,
+        entries: dict[ObjectId, tuple[str, int | None]],
+        shape: Any,
+        generations: dict[ObjectId, str],
     ) -> None:
         """Stores entries read from the database, each with its time to live in seconds (None: the
         cache's), under the generations read before that read."""
-        stored = [project_id for project_id in entries if project_id in generations]
+        stored = [owner_id for owner_id in entries if owner_id in generations]
         if not stored:
             return
         name = self.entry_name(kind, shape)
 
         async def write() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
-                for project_id in stored:
-                    payload, ttl = entries[project_id]
-                    key = f"{self._generation_key(project_id)}:{generations[project_id]}:{name}"
+                for owner_id in stored:
+                    payload, ttl = entries[owner_id]
+                    key = f"{self._generation_key(owner, owner_id)}:{generations[owner_id]}:{name}"
                     pipe.set(key, payload, ex=self._ttl if ttl is None else min(ttl, self._ttl))
                 await pipe.execute()
 
@@ -113,35 +123,38 @@ class TaskListCache:
 
     async def read_through(
         self,
+        owner: Owner,
         kind: str,
-        project_ids: Sequence[ObjectId],
+        owner_ids: Sequence[ObjectId],
         shape: Any,
         *,
         decode: Callable[[str], T | None],
         read: Callable[[list[ObjectId]], Awaitable[dict[ObjectId, T]]],
         encode: Callable[[T], tuple[str, int | None]],
     ) -> dict[ObjectId, T]:
-        """Each project's entry: from the cache, or by `read` from the database and stored. `decode`
+        """Each list's entry: from the cache, or by `read` from the database and stored. `decode`
         answers None for an entry no longer valid; `encode` gives a payload and its time to live
         (None: the cache's)."""
-        cached, generations = await self._get(kind, project_ids, shape)
+        cached, generations = await self._get(owner, kind, owner_ids, shape)
         found: dict[ObjectId, T] = {}
-        for project_id, payload in cached.items():
+        for owner_id, payload in cached.items():
             value = decode(payload)
             if value is not None:
-                found[project_id] = value
-        missing = [project_id for project_id in project_ids if project_id not in found]
+                found[owner_id] = value
+        missing = [owner_id for owner_id in owner_ids if owner_id not in found]
         if missing:
             fresh = await read(missing)
-            await self._put(kind, {p: encode(value) for p, value in fresh.items()}, shape, generations)
+            await self._put(owner, kind, {o: encode(value) for o, value in fresh.items()}, shape, generations)
             found.update(fresh)
         return found
 
-    async def bump(self, project_ids: Iterable[ObjectId]) -> None:
-        """After a committed write to these projects' tasks, before it answers: their pages are old."""
+    async def bump(self, *, projects: Iterable[ObjectId] = (), assignees: Iterable[ObjectId | None] = ()) -> None:
+        """After a committed write to tasks of these projects and these assignees, before it answers:
+        what was cached of their lists is old."""
         if not self._enabled:
             return
-        self._unbumped.update(project_ids)
+        self._unbumped.update(self._generation_key("project", project_id) for project_id in projects)
+        self._unbumped.update(self._generation_key("assignee", user_id) for user_id in assignees if user_id)
         await self._attempt(_nothing)  # the bumps are owed: made first thing
 
     async def _attempt(self, operation: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
@@ -153,9 +166,9 @@ class TaskListCache:
             return
         pending = list(self._unbumped)
         async with self._client.pipeline(transaction=False) as pipe:
-            for project_id in pending:
-                pipe.incr(self._generation_key(project_id))
-                pipe.expire(self._generation_key(project_id), GENERATION_TTL_SECONDS)
+            for key in pending:
+                pipe.incr(key)
+                pipe.expire(key, GENERATION_TTL_SECONDS)
             await pipe.execute()
         self._unbumped.difference_update(pending)
 

@@ -7,7 +7,6 @@ from typing import Any
 import strawberry
 
 from taskql.db.pagination import PageRequest
-from taskql.db.tasks import TaskScope
 from taskql.schema.errors import attempt
 from taskql.schema.relay import Connection, decode_id, to_connection
 from taskql.schema.tasks import (
@@ -26,14 +25,6 @@ from taskql.schema.tasks import (
 
 # UpdateTaskInput / CreateTaskInput field -> service field.
 _TASK_FIELDS = ("title", "description", "status", "priority", "due_at", "tags", "assignee_id")
-
-
-async def _list(
-    info: strawberry.Info, scope: TaskScope, order: TaskOrder | None, page: PageRequest
-) -> Connection[Task]:
-    service = info.context.tasks
-    records = await service.page(scope, task_order_spec(order), page)
-    return to_connection(records, Task.from_record, lambda: service.count(scope))
 
 
 async def tasks(
@@ -60,7 +51,9 @@ async def my_tasks(
 ) -> Connection[Task]:
     """Tasks assigned to the viewer, across projects."""
     page = PageRequest(first=first, after=after)
-    return await _list(info, await info.context.tasks.my_scope(task_filter_spec(filter)), order_by, page)
+    service, spec = info.context.tasks, task_filter_spec(filter)
+    records = await service.my_page(spec, task_order_spec(order_by), page)
+    return to_connection(records, Task.from_record, lambda: service.my_count(spec))
 
 
 async def search_tasks(

@@ -129,19 +129,21 @@ class ProjectService:
         """Deletes the project and its tasks; the activity trail is kept for audit."""
         await self._get_managed(project_id)
 
-        async def write(session: AsyncClientSession | None) -> tuple[list[ObjectId], list[OutboxEvent]]:
-            task_ids = await tasks_db.delete_project_tasks(self._db, project_id=project_id, session=session)
+        async def write(
+            session: AsyncClientSession | None,
+        ) -> tuple[dict[ObjectId, ObjectId | None], list[OutboxEvent]]:
+            assignees = await tasks_db.delete_project_tasks(self._db, project_id=project_id, session=session)
             if not await projects_db.delete_project(self._db, project_id=project_id, session=session):
                 raise NotFound("Project not found.")
             await self._record(session, project_id, "PROJECT_DELETED", [])
             event = outbox.project_event(self._deps.require_viewer().id, project_id, "PROJECT_DELETED")
-            return task_ids, await outbox.stage(self._db, session, [event])
+            return assignees, await outbox.stage(self._db, session, [event])
 
-        task_ids, events = await self._db.in_transaction(write)
+        assignees, events = await self._db.in_transaction(write)
         await self._deps.loaders.projects.evict(project_id)
-        for task_id in task_ids:
+        for task_id in assignees:
             await self._deps.loaders.tasks.evict(task_id)
-        await self._deps.runtime.task_lists.bump([project_id])
+        await self._deps.runtime.task_lists.bump(projects=[project_id], assignees=set(assignees.values()))
         await self._deps.runtime.outbox.publish(events)
 
     async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
@@ -229,6 +231,6 @@ class ProjectService:
             raise NotFound(MEMBER_NOT_FOUND, field=("input", "userId"))
         await self._deps.loaders.tasks.refresh(unassigned)
         if unassigned:
-            await self._deps.runtime.task_lists.bump([project_id])
+            await self._deps.runtime.task_lists.bump(projects=[project_id], assignees=[user_id])
         await self._deps.runtime.outbox.publish(events)
         return await self._deps.loaders.projects.store(updated)

@@ -19,6 +19,7 @@ from taskql.db.projects import ProjectRecord, project_ids_of_member
 from taskql.db.search_terms import MAX_QUERY_TERMS, terms_of
 from taskql.db.tasks import TaskFilterSpec, TaskOrderSpec, TaskRecord, TaskScope
 from taskql.errors import BadUserInput, NotFound, VersionConflict
+from taskql.loaders.task_lists import decode_page, encode_page
 from taskql.services import outbox
 from taskql.services.common import Deps
 from taskql.services.validation import Checker
@@ -110,17 +111,47 @@ class TaskService:
         await self._readable_project(project_id)
         return await self._deps.loaders.task_counts.load((project_id, task_filter))
 
-    async def my_scope(self, task_filter: TaskFilterSpec) -> TaskScope:
+    async def my_page(self, task_filter: TaskFilterSpec, order: TaskOrderSpec, page: PageRequest) -> Page[TaskRecord]:
+        """A page of the tasks assigned to the viewer, from the task list cache (under their generation)."""
+        viewer = self._deps.require_viewer()
+
+        async def read(_: list[ObjectId]) -> dict[ObjectId, Page[TaskRecord]]:
+            scope = await self._my_scope(task_filter)
+            return {viewer.id: await tasks_db.page_tasks(self._db, scope=scope, order=order, page=page)}
+
+        pages = await self._deps.runtime.task_lists.read_through(
+            "assignee",
+            "mine_page",
+            [viewer.id],
+            (viewer.is_admin, task_filter, order, page),
+            decode=decode_page,
+            read=read,
+            encode=lambda value: (encode_page(value), None),
+        )
+        return pages[viewer.id]
+
+    async def my_count(self, task_filter: TaskFilterSpec) -> int:
+        viewer = self._deps.require_viewer()
+
+        async def read(_: list[ObjectId]) -> dict[ObjectId, int]:
+            return {viewer.id: await tasks_db.count_tasks(self._db, scope=await self._my_scope(task_filter))}
+
+        counts = await self._deps.runtime.task_lists.read_through(
+            "assignee",
+            "mine_count",
+            [viewer.id],
+            (viewer.is_admin, task_filter),
+            decode=int,
+            read=read,
+            encode=lambda count: (str(count), None),
+        )
+        return counts[viewer.id]
+
+    async def _my_scope(self, task_filter: TaskFilterSpec) -> TaskScope:
         """Assigned to the viewer, in projects they can read: an assignment that raced their removal stays hidden."""
         viewer = self._deps.require_viewer()
         project_ids = None if viewer.is_admin else await project_ids_of_member(self._db, user_id=viewer.id)
         return TaskScope(project_ids=project_ids, assignee_id=viewer.id, filter=task_filter)
-
-    async def page(self, scope: TaskScope, order: TaskOrderSpec, page: PageRequest) -> Page[TaskRecord]:
-        return await tasks_db.page_tasks(self._db, scope=scope, order=order, page=page)
-
-    async def count(self, scope: TaskScope) -> int:
-        return await tasks_db.count_tasks(self._db, scope=scope)
 
     async def search_scope(self, project_id: ObjectId | None) -> TaskScope:
         """One project (if readable), else every project the viewer belongs to (all, for admins)."""
@@ -197,7 +228,7 @@ class TaskService:
 
         task, events = await self._db.in_transaction(write)
         await self._deps.loaders.tasks.store(task)
-        await self._deps.runtime.task_lists.bump([project_id])
+        await self._deps.runtime.task_lists.bump(projects=[project_id], assignees=[task.assignee_id])
         await self._deps.runtime.outbox.publish(events)
         return task
 
@@ -216,7 +247,9 @@ class TaskService:
             updated, events = await self._write_update(current, changed)
             if updated is not None:
                 await self._deps.loaders.tasks.store(updated)
-                await self._deps.runtime.task_lists.bump([updated.project_id])
+                await self._deps.runtime.task_lists.bump(
+                    projects=[updated.project_id], assignees=[current.assignee_id, updated.assignee_id]
+                )
                 await self._deps.runtime.outbox.publish(events)
                 return updated
             # Someone else wrote first: compare against the latest version.
@@ -248,17 +281,19 @@ class TaskService:
         if expected_version is not None and current.version != expected_version:
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
 
-        async def write(session: AsyncClientSession | None) -> list[OutboxEvent] | None:
+        async def write(session: AsyncClientSession | None) -> tuple[TaskRecord | None, list[OutboxEvent]]:
             deleted = await tasks_db.delete_task(self._db, task_id=task_id, version=expected_version, session=session)
-            return await self._record(session, current, "TASK_DELETED", [], utcnow()) if deleted else None
+            if deleted is None:
+                return None, []
+            return deleted, await self._record(session, deleted, "TASK_DELETED", [], utcnow())
 
-        events = await self._db.in_transaction(write)
-        if events is None:
+        deleted, events = await self._db.in_transaction(write)
+        if deleted is None:
             if expected_version is None:
                 raise NotFound(TASK_NOT_FOUND)
             raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
         await self._deps.loaders.tasks.evict(task_id)
-        await self._deps.runtime.task_lists.bump([current.project_id])
+        await self._deps.runtime.task_lists.bump(projects=[deleted.project_id], assignees=[deleted.assignee_id])
         await self._deps.runtime.outbox.publish(events)
 
 
