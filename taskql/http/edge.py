@@ -18,8 +18,8 @@ request. The tracing layer, when tracing is on, runs inside this one and notes t
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,8 +42,8 @@ def request_id_of(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == _REQUEST_ID_HEADER:
             sent = value.decode("latin-1")
-            return sent if _SAFE.match(sent) else uuid.uuid4().hex
-    return uuid.uuid4().hex
+            return sent if _SAFE.match(sent) else secrets.token_hex(16)
+    return secrets.token_hex(16)
 
 
 class HttpEdge:
