@@ -58,7 +58,9 @@ class PipeliningRedis(Redis):
                 args, options, future = batch[0]
                 replies: list[Any] = [await super().execute_command(*args, **options)]
             else:
-                pipeline = self.pipeline(transaction=False)
+                # The class's method: tracing wraps this instance's `pipeline` (tracing.py), and each
+                # command already has its span, from its caller's `execute_command`.
+                pipeline = Redis.pipeline(self, transaction=False)
                 for args, options, _ in batch:
                     pipeline.execute_command(*args, **options)
                 replies = await pipeline.execute(raise_on_error=False)  # an error reply is returned, not raised

@@ -127,8 +127,13 @@ async def test_a_nested_query_is_one_trace_from_the_request_down_to_each_databas
     mongo = [span for span in spans if span.attributes.get("db.system") == "mongodb"]
     redis = [span for span in spans if span.attributes.get("db.system") == "redis"]
     assert all(span.kind == SpanKind.CLIENT for span in mongo + redis)
-    for command in mongo + redis:  # authentication's reads come before the operation, under the request
+    for command in mongo + redis:
         assert request in _ancestors(command, by_id)
+    # One span per Redis command, none per pipeline (redis_client.py sends commands started together
+    # as one); the login is checked as the operation starts, together with its rate-limit charge.
+    (login_check,) = [span for span in redis if "EXISTS" in span.name]
+    assert login_check.name == "EXISTS"
+    assert operation in _ancestors(login_check, by_id)
     (page_read,) = [span for span in mongo if span.name.endswith(".aggregate")]
     assert [a.name for a in _ancestors(page_read, by_id)] == [
         "DataLoader TaskPageByProjectLoader",
