@@ -71,7 +71,7 @@ class TaskListCache:
         return f"taskql:tasklist:v{FORMAT_VERSION}:{owner}:{owner_id}"
 
     @staticmethod
-    def entry_name(kind: str, shape: Any) -> str:
+    def _entry_name(kind: str, shape: Any) -> str:
         """An entry's name within its list: its kind and what it depends on (frozen dataclasses)."""
         return f"{kind}:{hashlib.sha256(repr(shape).encode()).hexdigest()[:32]}"
 
@@ -81,7 +81,7 @@ class TaskListCache:
         """Cached entries (as stored), and the generation of every list (none when the cache cannot be used)."""
         if not self._enabled:
             return {}, {}
-        name = self.entry_name(kind, shape)
+        name = self._entry_name(kind, shape)
         ok, reply = await self._attempt(
             lambda: self._read(keys=[self._generation_key(owner, o) for o in owner_ids], args=[name])
         )
@@ -109,7 +109,7 @@ class TaskListCache:
         stored = [owner_id for owner_id in entries if owner_id in generations]
         if not stored:
             return
-        name = self.entry_name(kind, shape)
+        name = self._entry_name(kind, shape)
 
         async def write() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
