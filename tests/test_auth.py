@@ -6,16 +6,20 @@ import asyncio
 import os
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from argon2 import PasswordHasher
+from bson import ObjectId
 from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
 from taskql.auth.passwords import Passwords
+from taskql.auth.tokens import TokenIssuer
+from taskql.errors import Unauthenticated
 from taskql.settings import Settings
 from tests.conftest import CREATE_PROJECT, PASSWORD, REGISTER, GraphQLClient, sign_up
 
@@ -280,6 +284,25 @@ async def test_access_token_is_a_short_lived_hs256_jwt(owner_client: GraphQLClie
     assert (claims["iss"], claims["aud"], claims["typ"]) == (settings.jwt_issuer, settings.jwt_audience, "access")
     [doc] = await users_collection_find(settings, {"email": owner_client.user["email"]})
     assert claims["sub"] == str(doc["_id"])
+
+
+async def test_a_token_whose_check_was_kept_is_refused_once_it_expires() -> None:
+    # The process keeps the tokens it has verified, so as not to check a signature on every request;
+    # expiry is still judged on every one.
+    issuer = TokenIssuer(secret="s" * 40, issuer="taskql", audience="taskql", access_ttl=timedelta(seconds=2))
+    user, family = ObjectId(), ObjectId()
+    token = issuer.issue_access_token(user_id=user, session_family_id=family, now=datetime.now(UTC))
+    forged = jwt.encode({**jwt.decode(token, options={"verify_signature": False}), "sub": str(ObjectId())}, "x" * 40)
+
+    claims = issuer.decode_access_token(token)
+    assert (claims.user_id, claims.session_family_id) == (user, family)
+    assert issuer.decode_access_token(token) == claims  # from what was kept
+    for _ in range(2):  # a refused token is checked again each time, never kept
+        with pytest.raises(Unauthenticated, match="invalid"):
+            issuer.decode_access_token(forged)
+    await asyncio.sleep((claims.expires_at - datetime.now(UTC)).total_seconds() + 0.05)
+    with pytest.raises(Unauthenticated, match="expired"):
+        issuer.decode_access_token(token)
 
 
 async def test_a_re_signed_copy_of_a_valid_token_is_accepted(

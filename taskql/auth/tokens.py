@@ -7,6 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import jwt
 from bson import ObjectId
@@ -17,6 +18,7 @@ from taskql.errors import Unauthenticated
 ALGORITHM = "HS256"  # pinned: decoding never trusts the token's own `alg` header
 ACCESS_TOKEN_TYPE = "access"
 REQUIRED_CLAIMS = ["sub", "iat", "exp", "iss", "aud", "jti", "typ", "sid"]
+EXPIRED = "The access token has expired; refresh it."
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class AccessClaims:
     user_id: ObjectId
     session_family_id: ObjectId
     expires_at: datetime
+
+
+VERIFIED_TOKENS = 10_000  # access tokens whose signature this process has checked, kept to skip the check
 
 
 class TokenIssuer:
@@ -34,6 +39,10 @@ class TokenIssuer:
         self._issuer = issuer
         self._audience = audience
         self.access_ttl = access_ttl
+        # A client sends the same token with every request until it refreshes it: its signature and
+        # claims are checked once, its expiry every time. A refused token raises, which lru_cache
+        # never keeps, so it costs the whole check each time it is sent.
+        self._verified = lru_cache(maxsize=VERIFIED_TOKENS)(self._verify)
 
     def issue_access_token(self, *, user_id: ObjectId, session_family_id: ObjectId, now: datetime) -> str:
         claims = {
@@ -49,6 +58,12 @@ class TokenIssuer:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def decode_access_token(self, token: str) -> AccessClaims:
+        claims = self._verified(token)
+        if claims.expires_at <= datetime.now(UTC):  # as PyJWT judges `exp`, with no leeway
+            raise Unauthenticated(EXPIRED)
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,
@@ -59,7 +74,7 @@ class TokenIssuer:
                 options={"require": REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("The access token has expired; refresh it.") from exc
+            raise Unauthenticated(EXPIRED) from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("The access token is invalid.") from exc
         if claims["typ"] != ACCESS_TOKEN_TYPE:
