@@ -73,6 +73,8 @@ class Counters:
     async def charge(self, charges: Sequence[tuple[str, Budget]], points: int) -> list[Usage]:
         """Adds `points` to every (counter, budget) in one round trip, or to none if any budget would
         go over; their usages in the same order (`allowed` false for the budgets that refused)."""
+        if points < 0:  # a negative charge would be a credit
+            raise ValueError(f"cannot charge {points} points")
         args: list[int] = [points]
         for _, budget in charges:
             args += [budget.points, budget.window_seconds * 1000]

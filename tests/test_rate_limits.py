@@ -89,6 +89,10 @@ async def test_a_budget_refuses_what_would_exceed_it_and_does_not_count_it(redis
     assert [u.remaining for u in spent] == [6, 2, 2]  # the refused charge took nothing
     assert 0 < spent[0].reset_seconds <= 60
     assert peek.allowed and peek.remaining == 2
+    with pytest.raises(ValueError):  # a negative charge would be a credit
+        await counters.charge([("test:budget", budget)], -4)
+    [after] = await counters.charge([("test:budget", budget)], 0)
+    assert after.remaining == 2
     await redis.aclose()
 
 
@@ -181,6 +185,38 @@ async def test_an_expensive_query_spends_more(
     )
 
     assert response.headers["ratelimit-remaining"] == str(100 - operation_points(5_100))
+
+
+async def test_a_negative_page_size_is_refused_before_it_could_credit_the_budget(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    # The attack: a negative `first` made the cost negative, which was credited to the budget and
+    # subtracted from the cost of the rest of the document, so that an over-limit query ran.
+    fleet = fleet_factory(limited(settings, private_redis, rate_limit_user_points=100, max_query_cost=1_000))
+    user = await sign_up(await fleet.start(), "Crediter")
+    costly = "a: projects(first: 100) { edges { node { tasks(first: 100) { totalCount } } } }"  # 10,100 nodes
+    attacks = [
+        "{ myTasks(first: -2147483648) { totalCount } }",
+        f"{{ {costly} b: myTasks(first: -2147483648) {{ totalCount }} }}",
+        "{ projects(last: 0) { totalCount } }",
+    ]
+    with_variable = "query($n: Int) { myTasks(first: $n) { totalCount } }"
+
+    answers = [await _as(user, query) for query in attacks]
+    answers.append(
+        await user.http.post(
+            "/graphql",
+            json={"query": with_variable, "variables": {"n": -5}},
+            headers={"authorization": f"Bearer {user.token}"},
+        )
+    )
+
+    for answer in answers:
+        [error] = answer.json()["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "must be between 1 and 100" in error["message"]
+        assert answer.json().get("data") is None  # nothing ran
+        assert answer.headers["ratelimit-remaining"] == "100"  # nothing spent, nothing credited
 
 
 async def test_redis_away_lets_operations_through_uncounted(

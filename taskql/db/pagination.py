@@ -23,6 +23,12 @@ DEFAULT_PAGE_SIZE = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def check_page_size(name: str, size: int) -> None:
+    """`first` or `last`: at least one, at most MAX_PAGE_SIZE."""
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise BadUserInput(f"`{name}` must be between 1 and {MAX_PAGE_SIZE}.", field=(name,))
+
+
 @dataclass(frozen=True)
 class PageRequest:
     first: int | None = None
@@ -35,8 +41,8 @@ class PageRequest:
             raise BadUserInput("Pass either `first` or `last`, not both.")
         for name in ("first", "last"):
             size = getattr(self, name)
-            if size is not None and not 1 <= size <= MAX_PAGE_SIZE:
-                raise BadUserInput(f"`{name}` must be between 1 and {MAX_PAGE_SIZE}.", field=(name,))
+            if size is not None:
+                check_page_size(name, size)
 
     @property
     def backward(self) -> bool:

@@ -33,7 +33,7 @@ from graphql import (
 from graphql.type import GraphQLInterfaceType, GraphQLObjectType
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
-from taskql.db.pagination import DEFAULT_PAGE_SIZE
+from taskql.db.pagination import DEFAULT_PAGE_SIZE, check_page_size
 from taskql.settings import Settings
 
 CONNECTION_SUFFIX = "Connection"
@@ -99,8 +99,11 @@ class _CostWalker:
             if name in ("first", "last") and name in definition.args:
                 value = value_from_ast(argument.value, definition.args[name].type, self._variables)
                 if isinstance(value, int):
+                    # Refused here, before anything is charged: a negative size would make the cost,
+                    # and the points charged, negative (a credit to the budget).
+                    check_page_size(name, value)
                     sizes.append(value)
-        # Sizes out of range are refused when the field runs; `first` and `last` together count the larger.
+        # `first` and `last` together (refused when the field runs) count the larger.
         return max(sizes, default=DEFAULT_PAGE_SIZE)
 
 
