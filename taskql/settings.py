@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_query_tokens: int = Field(2_000, ge=10)
     max_query_directives: int = Field(20, ge=0)
     max_field_repeats: int = Field(5, ge=1, description="copies of one field side by side in one selection")
+    max_query_selections: int = Field(
+        5_000, ge=1, description="fields one document selects once its fragments are expanded"
+    )
     max_query_cost: int = Field(50_000, ge=1, description="nodes the connections of one operation may return")
     max_body_bytes: int = Field(100_000, ge=1_000, description="an HTTP request body")
     batch_max_operations: int = Field(0, ge=0, le=100, description="operations in one JSON array body; 0: no batching")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -194,6 +195,42 @@ async def test_a_field_repeated_side_by_side_is_refused(owner_client: GraphQLCli
     assert not await _errors(owner_client, repeated(5))
     [error] = await _errors(owner_client, repeated(6))
     assert error["message"] == "`__typename` is selected more than 5 times in one place."
+
+
+def fragment_bomb(levels: int) -> str:
+    """Under 1 kB: each fragment spreads the one before twice, so the last expands to 2^levels fields."""
+    fragments = " ".join(f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1))
+    return f"query {{ ...F{levels} }} fragment F0 on Query {{ __typename }} {fragments}"
+
+
+async def test_a_fragment_bomb_is_refused_at_once(anonymous: GraphQLClient) -> None:
+    # Strawberry's depth and alias limiters and the cost walked every spread: 7 s at 20 levels.
+    for levels in (20, 60):
+        started = time.perf_counter()
+        [error] = await _errors(anonymous, fragment_bomb(levels))
+        elapsed = time.perf_counter() - started
+
+        assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+        assert f"selects {2**levels} fields once its fragments are expanded; the limit is 5000" in error["message"]
+        assert elapsed < 1  # linear in the document, not in what it expands to (a 2 s bound would still catch 2^20)
+    assert not await _errors(anonymous, fragment_bomb(12))  # 4,096 fields: within the limit, and it runs
+
+
+async def test_limits_hold_through_fragments(owner_client: GraphQLClient) -> None:
+    deep = "{ projects { edges { node { tasks { edges { node { ...Deep } } } } } } }"
+    fragment = "fragment Deep on Task { project { tasks { edges { node { project { id } } } } } }"
+    [too_deep] = await _errors(owner_client, f"{deep} {fragment}")
+    spreads = " ".join(["...Name"] * 6)
+    [repeated] = await _errors(owner_client, f"{{ viewer {{ {spreads} }} }} fragment Name on User {{ name }}")
+    aliased = "fragment Names on User { " + " ".join(f"n{i}: name" for i in range(4)) + " }"
+    viewers = "viewer { ...Names } a: viewer { ...Names } b: viewer { ...Names } c: viewer { ...Names }"
+    [aliases] = await _errors(owner_client, f"{{ {viewers} }} {aliased}")
+
+    assert "exceeds maximum operation depth of 10" in too_deep["message"]
+    assert repeated["message"] == "`...Name` is selected more than 5 times in one place."
+    assert aliases["message"] == "19 aliases found. Allowed: 15"
+    for error in (too_deep, repeated, aliases):
+        assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 
 
 async def test_a_repeated_document_is_parsed_and_validated_once(app: Any, anonymous: GraphQLClient) -> None:

@@ -21,7 +21,7 @@ from taskql.resolvers import users as user_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
 from taskql.schema.extensions.guard import Documents, OperationGuard
-from taskql.schema.extensions.limits import validation_rules
+from taskql.schema.extensions.limits import shape_limits, validation_rules
 from taskql.schema.extensions.metrics import OperationMetrics, count_errors, time_root_fields
 from taskql.schema.extensions.shared_events import SharedEventExecutor
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
@@ -110,7 +110,7 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
     tracing = [] if tracer is None else [lambda: GraphQLTracing(tracer)]
     # Next: an operation's duration includes what the other extensions do (parsing, limits, cost).
     measuring = [OperationMetrics] if settings.metrics_enabled else []
-    documents = Documents(validation_rules(settings), settings.max_query_tokens)
+    documents = Documents(validation_rules(settings), shape_limits(settings), settings.max_query_tokens)
     schema = TaskQLSchema(
         query=Query,
         mutation=Mutation,

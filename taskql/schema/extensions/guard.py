@@ -3,8 +3,8 @@ hooks on every request, so the checks share one, built from parts made once per 
 
 1. Its document, when a persisted query's hash was sent instead (persisted_queries.py).
 2. Parsing and validation, each done once per distinct document text (`Documents`), with the
-   document limits (limits.py): tokens while parsing, then depth, aliases, directives and repeated
-   fields as validation rules.
+   document limits (limits.py): tokens while parsing, then depth, aliases and the fields selected
+   once fragments are expanded, directives and repeated fields.
 3. Its cost (operation_cost.py), cached per document and page sizes: over `max_query_cost` it is
    refused (QUERY_TOO_COMPLEX, with the cost); otherwise its points are charged to its user's and
    its client IP's budgets, and over either it is refused too (RATE_LIMITED with `retryAfter` in
@@ -27,6 +27,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from taskql.logs import note_operation
+from taskql.schema.extensions.limits import ShapeLimits
 from taskql.schema.extensions.operation_cost import CostCache, add_to_request, charge, operation_points, report
 
 
@@ -45,8 +46,11 @@ class Documents:
     ParserCache and ValidationCache do, keyed by the text alone (ValidationCache keys by the parsed
     document, which a frozen dataclass hashes by walking every node, on every request)."""
 
-    def __init__(self, rules: tuple[type[ValidationRule], ...], max_tokens: int, size: int = 256) -> None:
+    def __init__(
+        self, rules: tuple[type[ValidationRule], ...], shape: ShapeLimits, max_tokens: int, size: int = 256
+    ) -> None:
         self._rules = rules
+        self._shape = shape
         self._max_tokens = max_tokens
         # A syntax error raises, and lru_cache keeps nothing for it: a broken document is parsed each time.
         self.prepared = lru_cache(maxsize=size)(self._parse)
@@ -58,7 +62,10 @@ class Documents:
         self, prepared: Prepared, schema: GraphQLSchema, default_rules: tuple[type[ValidationRule], ...]
     ) -> list[GraphQLError]:
         if prepared.errors is None:  # the rules are the same for every request: the errors are too
-            prepared.errors = validate_document(schema, prepared.document, (*default_rules, *self._rules))
+            prepared.errors = [
+                *self._shape.check(prepared.document),
+                *validate_document(schema, prepared.document, (*default_rules, *self._rules)),
+            ]
         return prepared.errors
 
 
