@@ -15,7 +15,7 @@ from taskql.schema.extensions.operation_cost import CostCache
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import Settings
-from tests.conftest import GraphQLClient, sign_up
+from tests.conftest import GraphQLClient, create_project, sign_up
 
 SCHEMA = build_schema()._schema
 
@@ -48,10 +48,38 @@ query($projects: Int!, $tasks: Int) {
         # Sibling connections add up; a connection inside a plain list counts per parent page only.
         ("{ myTasks(first: 7) { totalCount } projects(first: 2) { totalCount } }", {}, 7 + 2),
         ("{ viewer { name } }", {}, 0),
+        # `nodes(ids:)` returns one object per ID, and each of its nested connections once per object.
+        (
+            "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Project { tasks(first: 50) { totalCount } } } }",
+            {"ids": ["x"] * 100},
+            100 + 100 * 50,
+        ),
+        ('{ nodes(ids: ["a", "b", "c"]) { id } }', {}, 3),
+        # The same fragment spread twice counts twice (worked out once).
+        (
+            "query { ...P ...P } fragment P on Query { projects(first: 3) { totalCount } }",
+            {},
+            3 + 3,
+        ),
     ],
 )
 def test_query_cost_multiplies_nested_connections(document: str, variables: dict[str, Any], cost: int) -> None:
     assert query_cost(SCHEMA, parse(document), None, variables) == cost
+
+
+async def test_nodes_of_nested_connections_over_the_cost_are_refused(owner_client: GraphQLClient) -> None:
+    # The attack: 100 IDs × nested connections was counted as 5,100 nodes and returned 510,000.
+    project_id = await create_project(owner_client)
+    nested = "tasks(first: 100) { edges { node { activity(first: 50) { totalCount } } } }"
+    query = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Project {{ {nested} }} }} }}"
+
+    [error] = await _errors(owner_client, query, {"ids": [project_id] * 100})
+
+    assert error["extensions"] == {
+        "code": "QUERY_TOO_COMPLEX",
+        "cost": 100 + 100 * 100 + 100 * 100 * 50,
+        "maxCost": 50_000,
+    }
 
 
 def test_query_cost_counts_the_named_operation_only() -> None:

@@ -8,9 +8,10 @@ fragment F1 on Query{...F0 ...F0} …`: seconds of a blocked event loop for unde
 and repeated fields are validation rules; tokens are a parser option.
 
 The cost of an operation is GitHub's "node limit": every connection may return as many nodes as
-its `first`/`last` (the default page size when neither is given), once for each node of the
-connections around it, so `projects(first: 10) { tasks(first: 50) }` may return 10 + 10 × 50 = 510
-nodes. guard.py refuses and charges operations by it.
+its `first`/`last` (the default page size when neither is given), and a list with a list argument
+(`nodes(ids:)`) as many as that argument's items, once for each node of the lists around it, so
+`projects(first: 10) { tasks(first: 50) }` may return 10 + 10 × 50 = 510 nodes. guard.py refuses
+and charges operations by it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLError,
     GraphQLField,
+    GraphQLList,
     GraphQLSchema,
     InlineFragmentNode,
     NoSchemaIntrospectionCustomRule,
@@ -34,6 +36,7 @@ from graphql import (
     ValidationContext,
     ValidationRule,
     get_named_type,
+    get_nullable_type,
     value_from_ast,
 )
 from graphql.type import GraphQLInterfaceType, GraphQLObjectType
@@ -90,7 +93,23 @@ class _CostWalker:
         if get_named_type(definition.type).name.endswith(CONNECTION_SUFFIX):
             multiplier *= self._page_size(field, definition)
             return multiplier + self.cost(get_named_type(definition.type), field.selection_set, multiplier, seen)
+        if isinstance(get_nullable_type(definition.type), GraphQLList):
+            # A list as long as a list argument (`nodes(ids:)`): one object per item.
+            items = self._longest_list_argument(field, definition)
+            if items:
+                multiplier *= items
+                return multiplier + self.cost(get_named_type(definition.type), field.selection_set, multiplier, seen)
         return self.cost(get_named_type(definition.type), field.selection_set, multiplier, seen)
+
+    def _longest_list_argument(self, field: FieldNode, definition: GraphQLField) -> int:
+        lengths = [0]
+        for argument in field.arguments or ():
+            declared = definition.args.get(argument.name.value)
+            if declared is not None and isinstance(get_nullable_type(declared.type), GraphQLList):
+                value = value_from_ast(argument.value, declared.type, self._variables)
+                if isinstance(value, list):
+                    lengths.append(len(value))
+        return max(lengths)
 
     def _fragment_cost(self, name: str, seen: frozenset[str]) -> int:
         fragment = self._fragments.get(name)
