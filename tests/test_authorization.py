@@ -634,3 +634,22 @@ async def test_unauthenticated_reads_of_an_existing_project_are_refused_not_hidd
 
     assert body["data"] == {"project": None}
     assert only_error(body)["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+USER_NODE = "query($id: ID!) { node(id: $id) { id ... on User { name } } }"
+
+
+async def test_a_user_is_a_node_to_those_who_share_a_project_with_them_only(anonymous: GraphQLClient) -> None:
+    owner, member, stranger = [await sign_up(anonymous, name) for name in ("Owner", "Member", "Stranger")]
+    project_id = await create_project(owner)
+    await create_project(stranger)  # a project of their own, shared with no one here
+    await add_member(owner, project_id, member, "VIEWER")
+
+    seen = await owner.post(USER_NODE, {"id": member.user["id"]})
+    seen_back = await member.post(USER_NODE, {"id": owner.user["id"]})
+    unseen = await owner.post(USER_NODE, {"id": stranger.user["id"]})
+
+    assert seen == {"data": {"node": {"id": member.user["id"], "name": "Member"}}}
+    assert seen_back == {"data": {"node": {"id": owner.user["id"], "name": "Owner"}}}
+    assert unseen["data"] == {"node": None}
+    assert unseen["errors"][0]["extensions"]["code"] == "NOT_FOUND"

@@ -114,8 +114,10 @@ async def project_ids_of_member(db: Database, *, user_id: ObjectId) -> list[Obje
 
 
 async def share_a_project(db: Database, *, user_ids: Sequence[ObjectId]) -> bool:
-    doc = await db.projects.find_one({"members.user_id": {"$all": list(user_ids)}}, projection={"_id": 1})
-    return doc is not None
+    """Whether one project has all these users as members. One equality per user on the array's
+    path, not `$all` (which SecantusDB answers with nothing for two or more ids)."""
+    query = {"$and": [{"members.user_id": user_id} for user_id in user_ids]}
+    return await db.projects.find_one(query, projection={"_id": 1}) is not None
 
 
 async def update_project(
