@@ -61,10 +61,21 @@ return result
 """
 
 
+# KEYS: a counter. ARGV[1]: points to give back. Within the counter's window only (an ended window
+# has nothing to give back to), never below zero, the window's end unchanged.
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('DECRBY', KEYS[1], ARGV[1]) < 0 then
+  redis.call('SET', KEYS[1], 0, 'KEEPTTL')
+end
+return 0
+"""
+
+
 class Counters:
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._charge = client.register_script(_CHARGE)
+        self._refund = client.register_script(_REFUND)
 
     @staticmethod
     def _key(key: str) -> str:
@@ -88,6 +99,10 @@ class Counters:
             )
             for i, (_, budget) in enumerate(charges)
         ]
+
+    async def refund(self, key: str, points: int) -> None:
+        """Gives back points charged in the counter's current window (a reservation not used up)."""
+        await self._refund(keys=[self._key(key)], args=[points])
 
     async def reset(self, key: str) -> None:
         await self._client.delete(self._key(key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -256,6 +257,40 @@ async def test_failed_logins_are_limited_per_account_and_success_resets_the_acco
     for _ in range(2):
         await _login(await fleet.start(peer="192.0.2.9"), other.user["email"], "wrong password")
     assert (await _login(await fleet.start(peer="192.0.2.10"), other.user["email"], PASSWORD))["data"]["login"]
+
+
+async def test_concurrent_logins_check_no_more_passwords_than_the_limit(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    # The attack: 40 logins at once to one account had 33 passwords checked (limit 5), the right
+    # one among them accepted. Each attempt now reserves its failure before the password is checked.
+    fleet = fleet_factory(limited(settings, private_redis))
+    clients = [await fleet.start(peer=f"192.0.2.{n}") for n in range(1, 41)]
+    user = await sign_up(clients[0], "Besieged")
+    guesses = [f"wrong password {n}" for n in range(39)] + [PASSWORD]
+
+    answers = await asyncio.gather(
+        *(_login(client, user.user["email"], guess) for client, guess in zip(clients, guesses, strict=True))
+    )
+
+    # A checked password answers a token or INVALID_CREDENTIALS (in the payload); the rest are refused.
+    checked = [answer for answer in answers if "errors" not in answer]
+    refused = [answer["errors"][0]["extensions"]["code"] for answer in answers if "errors" in answer]
+    assert len(checked) == 5  # login_max_failures
+    assert refused == ["RATE_LIMITED"] * 35
+
+
+async def test_a_successful_login_gives_its_ips_attempt_back(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    fleet = fleet_factory(limited(settings, private_redis, login_max_failures=2))
+    client = await fleet.start()
+    user = await sign_up(client, "Regular")
+
+    for _ in range(5):  # more successes than the IP's failures: none of them is counted
+        assert (await _login(client, user.user["email"], PASSWORD))["data"]["login"]["accessToken"]
+    await _login(client, user.user["email"], "wrong password")
+    assert (await _login(client, user.user["email"], PASSWORD))["data"]["login"]["accessToken"]
 
 
 async def test_failed_logins_are_limited_per_ip_across_accounts(

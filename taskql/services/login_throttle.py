@@ -1,9 +1,11 @@
 """Password guessing: at most `login_max_failures` failed logins (or registrations) per account and
 per client IP in `login_failure_window_seconds`.
 
-Successful logins are not counted, and one resets its account's count (not the IP's: a single
-known password must not reopen an IP that is guessing at others). Over the limit, attempts are
-refused before the password is even checked: RATE_LIMITED with `retryAfter`.
+Every attempt reserves one failure of both budgets, atomically, before the password is hashed or
+checked: of 40 concurrent attempts on one account, 5 are checked and the others refused, where a
+check-then-count let most of them through. Over the limit, attempts are refused: RATE_LIMITED with
+`retryAfter`. A successful attempt gives its IP's reservation back and resets its account's count
+(not the IP's: a single known password must not reopen an IP that is guessing at others).
 
 If Redis cannot be reached, logins and registrations are refused (fail closed), unlike other
 operations: without the counters, nothing would limit guessing, and a Redis outage could be
@@ -34,29 +36,26 @@ class LoginThrottle:
         self._budget = Budget(kind, settings.login_max_failures, settings.login_failure_window_seconds)
         # Hashed: the counters need no email addresses in Redis.
         self._account_key = f"{kind}:account:{hashlib.sha256(account.encode()).hexdigest()[:32]}"
-        self._keys = [self._account_key, f"{kind}:ip:{deps.client_ip}"]
+        self._ip_key = f"{kind}:ip:{deps.client_ip}"
+        self._keys = [self._account_key, self._ip_key]
 
-    async def check(self) -> None:
-        """Refuses the attempt if the account or the IP has used up its failures."""
+    async def reserve(self) -> None:
+        """Counts the attempt as a failure until it succeeds; refuses it if the account or the IP has
+        no failure left."""
         try:
-            usages = await self._counters.charge([(key, self._budget) for key in self._keys], 0)
+            usages = await self._counters.charge([(key, self._budget) for key in self._keys], 1)
         except RedisError as exc:
             logger.error("login throttle unavailable, refusing sign-ins: %s", exc)
             raise Unavailable(UNAVAILABLE) from exc
-        blocked = [usage for usage in usages if usage.remaining == 0]
+        blocked = [usage for usage in usages if not usage.allowed]
         if blocked:
             metrics.RATE_LIMIT_REJECTIONS.labels(self._budget.name).inc()
             retry_after = max(usage.reset_seconds for usage in blocked)
             raise RateLimited(TOO_MANY.format(seconds=retry_after), retry_after=retry_after)
 
-    async def failed(self) -> None:
-        try:
-            await self._counters.charge([(key, self._budget) for key in self._keys], 1)
-        except RedisError as exc:
-            logger.error("could not count a failed sign-in: %s", exc)
-
     async def succeeded(self) -> None:
         try:
             await self._counters.reset(self._account_key)
+            await self._counters.refund(self._ip_key, 1)
         except RedisError as exc:
-            logger.error("could not reset the failed sign-ins of an account: %s", exc)
+            logger.error("could not release a successful sign-in's reservation: %s", exc)

@@ -14,7 +14,7 @@ from taskql.db import sessions as sessions_db
 from taskql.db import users as users_db
 from taskql.db.projects import share_a_project
 from taskql.db.users import UserRecord
-from taskql.errors import DomainError, InvalidCredentials, NotFound, Unauthenticated
+from taskql.errors import InvalidCredentials, NotFound, Unauthenticated
 from taskql.loaders.request import Loaders
 from taskql.services.common import Deps, Runtime
 from taskql.services.login_throttle import LoginThrottle
@@ -93,35 +93,31 @@ class AccountService:
     async def register(self, *, email: str, name: str, password: str) -> AuthResult:
         # Failed registrations count too: "email already taken" would otherwise list the accounts.
         throttle = LoginThrottle(self._deps, "register", email.strip().lower())
-        await throttle.check()
-        try:
-            check = Checker()
-            email = check.email(("input", "email"), email)
-            name = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
-            check.password(("input", "password"), password)
-            check.raise_if_any()
-            user = await users_db.insert_user(
-                self._db,
-                email=email,
-                name=name,
-                password_hash=await self._runtime.passwords.hash(password),
-                role="USER",
-                now=utcnow(),
-            )
-        except DomainError:
-            await throttle.failed()
-            raise
+        await throttle.reserve()
+        check = Checker()
+        email = check.email(("input", "email"), email)
+        name = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
+        check.password(("input", "password"), password)
+        check.raise_if_any()
+        user = await users_db.insert_user(
+            self._db,
+            email=email,
+            name=name,
+            password_hash=await self._runtime.passwords.hash(password),
+            role="USER",
+            now=utcnow(),
+        )
+        await throttle.succeeded()
         return await self._start_session(user)
 
     async def login(self, *, email: str, password: str) -> AuthResult:
         email = email.strip().lower()
         throttle = LoginThrottle(self._deps, "login", email)
-        await throttle.check()
+        await throttle.reserve()  # a failure, unless it succeeds
         found = await users_db.find_credentials(self._db, email=email)
         # Unknown emails still pay for a hash check: timing must not reveal which accounts exist.
         verification = await self._runtime.passwords.verify(found.password_hash if found else None, password)
         if found is None or not verification.ok:
-            await throttle.failed()
             raise InvalidCredentials(BAD_LOGIN)
         await throttle.succeeded()
         if verification.new_hash:
