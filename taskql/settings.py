@@ -93,7 +93,12 @@ class Settings(BaseSettings):
     rate_limit_ip_points: int = Field(
         10_000, ge=1, description="per client IP and window (users behind one NAT share it)"
     )
-    login_max_failures: int = Field(5, ge=1, description="failed logins/registrations per account and per IP")
+    login_max_failures: int = Field(
+        5, ge=1, description="failed logins/registrations per account from one IP, and per IP across accounts"
+    )
+    login_max_account_failures: int = Field(
+        100, ge=1, description="failed logins/registrations per account from all IPs together"
+    )
     login_failure_window_seconds: int = Field(900, ge=1)
     trusted_proxies: list[str] = Field(
         default_factory=list, description="addresses or networks whose X-Forwarded-For is believed"

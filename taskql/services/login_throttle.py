@@ -1,11 +1,16 @@
-"""Password guessing: at most `login_max_failures` failed logins (or registrations) per account and
-per client IP in `login_failure_window_seconds`.
+"""Password guessing: in `login_failure_window_seconds`, at most `login_max_failures` failed logins
+(or registrations) per account from one client IP, as many per IP across all accounts, and
+`login_max_account_failures` per account from all IPs together. Someone guessing at an account
+from their own network locks it for that network only, so its owner can still sign in from
+theirs (OWASP's authentication cheat sheet); the account-wide ceiling, much higher, still stops
+a guess spread over many addresses.
 
-Every attempt reserves one failure of both budgets, atomically, before the password is hashed or
+Every attempt reserves one failure of each budget, atomically, before the password is hashed or
 checked: of 40 concurrent attempts on one account, 5 are checked and the others refused, where a
 check-then-count let most of them through. Over the limit, attempts are refused: RATE_LIMITED with
-`retryAfter`. A successful attempt gives its IP's reservation back and resets its account's count
-(not the IP's: a single known password must not reopen an IP that is guessing at others).
+`retryAfter`. A successful attempt resets its account's count from its IP and gives its other
+reservations back (not more: a single known password must not reopen an IP that is guessing at
+others).
 
 If Redis cannot be reached, logins and registrations are refused (fail closed), unlike other
 operations: without the counters, nothing would limit guessing, and a Redis outage could be
@@ -33,29 +38,36 @@ class LoginThrottle:
     def __init__(self, deps: Deps, kind: str, account: str) -> None:
         settings = deps.runtime.settings
         self._counters = deps.runtime.rate_limits
-        self._budget = Budget(kind, settings.login_max_failures, settings.login_failure_window_seconds)
+        self._kind = kind
+        window = settings.login_failure_window_seconds
+        per_ip = Budget(kind, settings.login_max_failures, window)
         # Hashed: the counters need no email addresses in Redis.
         self._account_key = f"{kind}:account:{hashlib.sha256(account.encode()).hexdigest()[:32]}"
+        self._account_from_ip_key = f"{self._account_key}:ip:{deps.client_ip}"
         self._ip_key = f"{kind}:ip:{deps.client_ip}"
-        self._keys = [self._account_key, self._ip_key]
+        self._charges = [
+            (self._account_from_ip_key, per_ip),
+            (self._ip_key, per_ip),
+            (self._account_key, Budget(kind, settings.login_max_account_failures, window)),
+        ]
 
     async def reserve(self) -> None:
-        """Counts the attempt as a failure until it succeeds; refuses it if the account or the IP has
-        no failure left."""
+        """Counts the attempt as a failure until it succeeds; refuses it if any budget has no failure left."""
         try:
-            usages = await self._counters.charge([(key, self._budget) for key in self._keys], 1)
+            usages = await self._counters.charge(self._charges, 1)
         except RedisError as exc:
             logger.error("login throttle unavailable, refusing sign-ins: %s", exc)
             raise Unavailable(UNAVAILABLE) from exc
         blocked = [usage for usage in usages if not usage.allowed]
         if blocked:
-            metrics.RATE_LIMIT_REJECTIONS.labels(self._budget.name).inc()
+            metrics.RATE_LIMIT_REJECTIONS.labels(self._kind).inc()
             retry_after = max(usage.reset_seconds for usage in blocked)
             raise RateLimited(TOO_MANY.format(seconds=retry_after), retry_after=retry_after)
 
     async def succeeded(self) -> None:
         try:
-            await self._counters.reset(self._account_key)
+            await self._counters.reset(self._account_from_ip_key)
             await self._counters.refund(self._ip_key, 1)
+            await self._counters.refund(self._account_key, 1)
         except RedisError as exc:
             logger.error("could not release a successful sign-in's reservation: %s", exc)
