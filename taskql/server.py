@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from bson import ObjectId
+from cross_web import HTTPException
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from pymongo.errors import PyMongoError
@@ -26,6 +27,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from taskql import logs, metrics
 from taskql.auth.passwords import Passwords
@@ -79,6 +81,7 @@ class TaskQLGraphQL(GraphQL):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            http_protocol.lower_content_type(scope)
             refused = http_protocol.refusal(Request(scope, receive))
             if refused is not None:
                 await refused(scope, receive, send)
@@ -94,6 +97,16 @@ class TaskQLGraphQL(GraphQL):
                 self._open_connections[counted_user] -= 1
                 if not self._open_connections[counted_user]:
                     del self._open_connections[counted_user]
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            if isinstance(request, WebSocket):
+                raise
+            # Strawberry answers a request it cannot read (a body that is not JSON, no query) in plain
+            # text; clients expect GraphQL's JSON errors.
+            return http_protocol.bad_request(exc.status_code, exc.reason)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # Strawberry also serves the IDE for `Accept: */*`, which would answer a GET of a persisted query.
@@ -125,6 +138,12 @@ class TaskQLGraphQL(GraphQL):
             if retry_after is None and isinstance(response_data, dict) and "data" not in response_data:
                 response.status_code = 400
         return response
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson: faster, and strict where the standard library is not: a lone surrogate (which no
+        # database can store) or nesting past 1,024 levels is a JSON error (400) instead of an
+        # exception deep in the request (the standard library recurses until Python gives up).
+        return orjson.loads(data)
 
     def encode_json(self, data: object) -> str:
         # orjson: several times faster than the standard library, and every event is encoded once per subscriber.

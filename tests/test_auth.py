@@ -659,3 +659,39 @@ def test_development_generates_and_keeps_a_secret(monkeypatch: pytest.MonkeyPatc
     assert os.stat(path).st_mode & 0o777 == 0o600
     other_dir = Settings(taskql_env="test", jwt_secret="", data_dir=tmp_path / "other", _env_file=None)
     assert other_dir.resolved_jwt_secret() != first
+
+
+async def test_emails_are_nfkc_normalised_and_control_characters_refused(anonymous: GraphQLClient) -> None:
+    full_width = "\uff41\uff44\uff41@example.com"  # ａｄａ@example.com
+    registered = (
+        await anonymous.execute(REGISTER, {"input": {"email": full_width, "name": "Ada", "password": PASSWORD}})
+    )["register"]
+    logins = [
+        (await anonymous.execute(LOGIN, {"input": {"email": email, "password": PASSWORD}}))["login"]
+        for email in ("ADA@example.com", full_width)
+    ]
+    refused = [
+        (await anonymous.execute(REGISTER, {"input": {"email": email, "name": "Eve", "password": PASSWORD}}))[
+            "register"
+        ]["userErrors"]
+        for email in ("a\u200bda@example.com", "ada\u0007@example.com", "a\u202eda@example.com")
+    ]
+
+    assert registered["user"]["email"] == "ada@example.com"
+    assert [login["user"]["email"] for login in logins] == ["ada@example.com"] * 2  # the same account
+    assert (
+        refused
+        == [[{"code": "VALIDATION", "field": ["input", "email"], "message": "must be a valid email address"}]] * 3
+    )
+
+
+async def test_names_refuse_control_characters_but_keep_tabs_and_joiners(owner_client: GraphQLClient) -> None:
+    update = "mutation($n: String) { updateProfile(input: {name: $n}) { user { name } userErrors { code field } } }"
+    bell = (await owner_client.execute(update, {"n": "Ada\u0007"}))["updateProfile"]
+    tab = (await owner_client.execute(update, {"n": "Ada\tLovelace"}))["updateProfile"]
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a zero-width non-joiner, as Persian writes it
+    joined = (await owner_client.execute(update, {"n": persian}))["updateProfile"]
+
+    assert bell["userErrors"] == [{"code": "VALIDATION", "field": ["input", "name"]}]
+    assert tab == {"user": {"name": "Ada\tLovelace"}, "userErrors": []}
+    assert joined == {"user": {"name": persian}, "userErrors": []}

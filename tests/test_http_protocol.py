@@ -9,7 +9,7 @@ from asgi_lifespan import LifespanManager
 from taskql.http.protocol import GRAPHQL_RESPONSE_JSON, JSON, negotiate
 from taskql.server import build_app
 from taskql.settings import Settings
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, create_project
 
 CSRF = {"x-taskql-csrf": "1"}
 GRAPHQL_RESPONSE = {"accept": GRAPHQL_RESPONSE_JSON}
@@ -138,6 +138,46 @@ async def test_a_field_error_is_200_with_data_for_graphql_response_json(owner_cl
 async def test_a_body_that_is_not_json_is_400(anonymous: GraphQLClient) -> None:
     response = await anonymous.http.post("/graphql", content="{not json", headers={"content-type": JSON})
     assert response.status_code == 400
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+def assert_coded(response: httpx.Response, *codes: str, what: str) -> None:
+    """A GraphQL JSON error with one of `codes`, and what every answer carries."""
+    assert response.headers["content-type"].startswith(JSON), what
+    assert response.json()["errors"][0]["extensions"]["code"] in codes, what
+    assert response.headers["x-request-id"] and response.headers["x-content-type-options"] == "nosniff", what
+
+
+async def test_hostile_inputs_get_coded_errors_not_a_crash(owner_client: GraphQLClient) -> None:
+    # Each was a plain-text 500 without headers, or a masked INTERNAL_SERVER_ERROR.
+    headers = {"authorization": f"Bearer {owner_client.token}", "content-type": JSON}
+    project_id = await create_project(owner_client)
+    deep = '{"a":' * 1_000 + "1" + "}" * 1_000
+    create = "mutation($i: CreateTaskInput!) { createTask(input: $i) { userErrors { code field } } }"
+    bodies = {
+        "variables nested 1,000 levels": '{"query": "query($f: TaskFilter) { myTasks(filter: $f) { totalCount } }",'
+        f' "variables": {{"f": {deep}}}}}',
+        "an integer over 64 bits": '{"query": "query($n: Int) { myTasks(first: $n) { totalCount } }",'
+        ' "variables": {"n": 123456789012345678901234567890}}',
+        "a lone surrogate": '{"query": "mutation($n: String) { updateProfile(input: {name: $n}) { user { name } } }",'
+        ' "variables": {"n": "\\ud800"}}',
+        "a date past year 1 once in UTC": '{"query": "{ myTasks(filter: {dueBefore: \\"0001-01-01T00:00:00+14:00\\"})'
+        ' { totalCount } }"}',
+    }
+    for name, body in bodies.items():
+        response = await owner_client.http.post("/graphql", content=body, headers=headers)
+        assert_coded(response, "BAD_REQUEST", "GRAPHQL_VALIDATION_FAILED", "VALIDATION", what=name)
+
+    past_9999 = {"projectId": project_id, "title": "t", "dueAt": "9999-12-31T23:00:00-14:00"}
+    created = await owner_client.execute(create, {"i": past_9999})
+    assert created["createTask"]["userErrors"] == [{"code": "VALIDATION", "field": ["input", "dueAt"]}]
+
+
+async def test_a_media_type_in_capitals_is_json_too(anonymous: GraphQLClient) -> None:
+    response = await anonymous.http.post(
+        "/graphql", content='{"query": "{ __typename }"}', headers={"content-type": "APPLICATION/JSON; charset=UTF-8"}
+    )
+    assert response.json() == {"data": {"__typename": "Query"}}
 
 
 async def test_security_headers_are_on_every_response(anonymous: GraphQLClient) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
@@ -66,6 +67,16 @@ def negotiate(accept: str | None) -> str | None:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"errors": [{"message": message}]}, status_code=status, headers=headers)
+
+
+def bad_request(status: int, message: str) -> Response:
+    """A request GraphQL could not read (its body, its query), as a GraphQL error."""
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]}, status_code=status)
+
+
+def lower_content_type(scope: Scope) -> None:
+    """Media types are case-insensitive (RFC 9110): `APPLICATION/JSON` is JSON to Strawberry too."""
+    scope["headers"] = [(name, value.lower() if name == b"content-type" else value) for name, value in scope["headers"]]
 
 
 def wants_graphiql(method: str, query_params: Mapping[str, str], accept: str) -> bool:

@@ -13,6 +13,7 @@ from taskql.schema.activity import ActivityEvent
 from taskql.schema.errors import UserError
 from taskql.schema.relay import Connection, Node, decode_id, encode_id, to_connection
 from taskql.schema.users import User, load_user
+from taskql.services.validation import Checker
 
 if TYPE_CHECKING:
     from taskql.schema.projects import Project
@@ -217,9 +218,18 @@ def task_filter_spec(task_filter: TaskFilter | None) -> TaskFilterSpec:
         if task_filter.assignee_id
         else None,
         tag=task_filter.tag.strip().lower() if task_filter.tag is not None else None,
-        due_before=task_filter.due_before,
-        due_after=task_filter.due_after,
+        due_before=_filter_date(task_filter.due_before, "dueBefore"),
+        due_after=_filter_date(task_filter.due_after, "dueAfter"),
     )
+
+
+def _filter_date(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    check = Checker()
+    value = check.datetime(("filter", name), value)
+    check.raise_if_any()
+    return value
 
 
 def task_order_spec(order: TaskOrder | None) -> TaskOrderSpec:

@@ -18,7 +18,7 @@ from taskql.db.users import find_user_by_email
 from taskql.errors import Conflict, NotFound
 from taskql.services import outbox
 from taskql.services.common import Deps
-from taskql.services.validation import Checker
+from taskql.services.validation import Checker, canonical_email
 
 NAME_MAX_LENGTH = 100
 DESCRIPTION_MAX_LENGTH = 2_000
@@ -148,7 +148,7 @@ class ProjectService:
 
     async def add_member(self, project_id: ObjectId, *, email: str, role: str) -> ProjectRecord:
         project = await self._get_managed(project_id)
-        user = await find_user_by_email(self._db, email=email.strip().lower())
+        user = await find_user_by_email(self._db, email=canonical_email(email))
         if user is None:
             # Safe to say: only a project's owners can ask, and they invite by email anyway.
             raise NotFound("No user has this email address.", field=("input", "email"))

@@ -18,7 +18,7 @@ from taskql.errors import InvalidCredentials, NotFound, Unauthenticated
 from taskql.loaders.request import Loaders
 from taskql.services.common import Deps, Runtime
 from taskql.services.login_throttle import LoginThrottle
-from taskql.services.validation import Checker
+from taskql.services.validation import Checker, canonical_email
 
 NAME_MAX_LENGTH = 100
 BAD_LOGIN = "Wrong email or password."
@@ -92,7 +92,7 @@ class AccountService:
 
     async def register(self, *, email: str, name: str, password: str) -> AuthResult:
         # Failed registrations count too: "email already taken" would otherwise list the accounts.
-        throttle = LoginThrottle(self._deps, "register", email.strip().lower())
+        throttle = LoginThrottle(self._deps, "register", canonical_email(email))
         await throttle.reserve()
         check = Checker()
         email = check.email(("input", "email"), email)
@@ -111,7 +111,7 @@ class AccountService:
         return await self._start_session(user)
 
     async def login(self, *, email: str, password: str) -> AuthResult:
-        email = email.strip().lower()
+        email = canonical_email(email)
         throttle = LoginThrottle(self._deps, "login", email)
         await throttle.reserve()  # a failure, unless it succeeds
         found = await users_db.find_credentials(self._db, email=email)
