@@ -14,7 +14,8 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from taskql.auth.tokens import AccessClaims
+from taskql.auth.tokens import EXPIRED, AccessClaims
+from taskql.clock import utcnow
 from taskql.errors import Unauthenticated, Unavailable
 from taskql.http.client_ip import client_ip
 from taskql.loaders.request import Loaders
@@ -23,7 +24,13 @@ from taskql.services.common import Deps, Runtime
 from taskql.services.events import TaskEventService
 from taskql.services.projects import ProjectService
 from taskql.services.tasks import TaskService
-from taskql.services.users import AccountService, UserService, authenticate, confirm_session, read_access_token
+from taskql.services.users import (
+    AccountService,
+    UserService,
+    authenticate,
+    confirm_session,
+    read_access_token,
+)
 
 logger = logging.getLogger("taskql.server")
 
@@ -92,6 +99,22 @@ class Context:
         finally:
             self.unconfirmed = None
             self._confirming.set()
+
+    async def recheck_socket_session(self) -> None:
+        """Before each operation on a WebSocket: the connection's login must still be going, as of
+        now, and nothing read for an earlier operation (a membership, a role) may decide this one.
+        The viewer's token was checked when the socket opened; since then it may have expired, or
+        its login ended (logout, logoutAll, a password change)."""
+        self.fresh_loaders()
+        viewer = self.deps.viewer
+        if viewer is None:
+            return
+        if viewer.access_expires_at <= utcnow():
+            raise Unauthenticated(EXPIRED)
+        claims = AccessClaims(viewer.id, viewer.session_family_id, viewer.access_expires_at)
+        # The user is read again too: a role changed since (an admin no more) counts from now.
+        current = await confirm_session(self.deps.runtime, self.deps.loaders, claims)
+        self.renew(dataclasses.replace(self.deps, viewer=current))
 
     def fresh_loaders(self) -> None:
         runtime = self.deps.runtime

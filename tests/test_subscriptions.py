@@ -15,7 +15,9 @@ from typing import Any
 
 import jwt
 import pytest
+from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import REMOVE_MEMBER, TEST_SECRET, RedisServer
@@ -322,3 +324,82 @@ async def test_nodes_graphql_ws_client_receives_events(server: LiveServer, node_
         ("TASK_CREATED", "from python", "Owner"),
         ("TASK_CREATED", "to node", "Owner"),
     ]
+
+
+@contextlib.asynccontextmanager
+async def socket_session(server: LiveServer, token: str, protocol: str = "graphql-transport-ws") -> Any:
+    """A WebSocket connection of one user, for queries and mutations."""
+    transport = WebsocketsTransport(
+        url=server.ws_url, init_payload={"authorization": f"Bearer {token}"}, subprotocols=[protocol]
+    )
+    client = Client(transport=transport)
+    session = await client.connect_async()
+    try:
+        yield session
+    finally:
+        await client.close_async()
+
+
+async def socket_error(session: Any, query: str, variables: dict[str, Any] | None = None) -> str | None:
+    try:
+        await session.execute(GraphQLRequest(query, variable_values=variables))
+    except TransportQueryError as error:
+        return error.errors[0]["extensions"]["code"]  # type: ignore[index]
+    return None
+
+
+async def test_an_open_socket_is_refused_every_operation_once_its_login_ends(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    async with socket_session(server, owner.token) as session:
+        before = await socket_error(session, "{ viewer { id } }")
+        await owner.execute("mutation { logoutAll { success } }")
+        after = [
+            await socket_error(session, "{ viewer { id } }"),
+            await socket_error(session, 'mutation { createProject(input: {name: "P"}) { project { id } } }'),
+            await socket_error(session, 'mutation { updateProfile(input: {name: "Mallory"}) { user { id } } }'),
+        ]
+
+    assert before is None
+    assert after == ["UNAUTHENTICATED"] * 3
+
+
+async def test_a_query_over_the_legacy_protocol_is_refused_with_a_code(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    async with socket_session(server, owner.token, "graphql-ws") as session:
+        code = await socket_error(session, "{ viewer { id } }")
+
+    assert code == "OPERATION_NOT_ALLOWED"  # not a masked INTERNAL_SERVER_ERROR
+
+
+async def test_an_open_socket_answers_with_the_permissions_of_now(server: LiveServer) -> None:
+    owner, editor = await User.register(server, "Owner"), await User.register(server, "Editor")
+    project_id = await create_project(owner)
+    task_id = await create_task(owner, project_id, "t")
+    add = """
+    mutation($p: ID!, $e: String!) {
+      addProjectMember(input: {projectId: $p, email: $e, role: EDITOR}) { project { id } }
+    }
+    """
+    await owner.execute(add, {"p": project_id, "e": editor.user["email"]})
+    demote = """
+    mutation($p: ID!, $u: ID!) {
+      updateProjectMember(input: {projectId: $p, userId: $u, role: VIEWER}) { project { id } }
+    }
+    """
+    rename = """
+    mutation($id: ID!, $t: String!) { updateTask(input: {id: $id, title: $t}) { task { title } userErrors { code } } }
+    """
+    role = "query($id: ID!) { project(id: $id) { viewerRole } }"
+
+    async with socket_session(server, editor.token) as session:
+        as_editor = await session.execute(GraphQLRequest(rename, variable_values={"id": task_id, "t": "by the editor"}))
+        await owner.execute(demote, {"p": project_id, "u": editor.user["id"]})
+        as_viewer = await session.execute(GraphQLRequest(rename, variable_values={"id": task_id, "t": "by a viewer"}))
+        viewer_role = await session.execute(GraphQLRequest(role, variable_values={"id": project_id}))
+        await owner.execute(REMOVE_MEMBER, {"p": project_id, "u": editor.user["id"]})
+        removed = await socket_error(session, role, {"id": project_id})
+
+    assert as_editor["updateTask"] == {"task": {"title": "by the editor"}, "userErrors": []}
+    assert as_viewer["updateTask"]["userErrors"] == [{"code": "FORBIDDEN"}]
+    assert viewer_role == {"project": {"viewerRole": "VIEWER"}}
+    assert removed == "NOT_FOUND"

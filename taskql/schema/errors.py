@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.permission import BasePermission
+from strawberry.schema.exceptions import InvalidOperationTypeError
 
 from taskql.errors import DomainError, RateLimited, Unauthenticated
 from taskql.services.common import SIGN_IN
@@ -78,6 +79,10 @@ def format_errors(errors: list[GraphQLError], request_id: str | None) -> None:
             if isinstance(original, RateLimited):
                 extensions["retryAfter"] = original.retry_after
             _recode(error, original.message, extensions)
+        elif isinstance(original, InvalidOperationTypeError):  # a query over the legacy graphql-ws protocol
+            kind = original.operation_type.value
+            message = f"A {kind} cannot run here: the graphql-ws protocol carries subscriptions only."
+            _recode(error, message, {"code": "OPERATION_NOT_ALLOWED"})
         elif original is None or isinstance(original, GraphQLError):
             if not (error.extensions and "code" in error.extensions):
                 code = (

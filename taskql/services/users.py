@@ -24,6 +24,7 @@ NAME_MAX_LENGTH = 100
 BAD_LOGIN = "Wrong email or password."
 BAD_REFRESH = "The refresh token is invalid, expired or already used; sign in again."
 USER_NOT_FOUND = "User not found."
+SESSION_ENDED = "The session has ended; sign in again."
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ async def confirm_session(runtime: Runtime, loaders: Loaders, claims: AccessClai
         runtime.revocations.is_active(family_id=claims.session_family_id, user_id=claims.user_id, now=utcnow()),
     )
     if user is None or not active:
-        raise Unauthenticated("The session has ended; sign in again.")
+        raise Unauthenticated(SESSION_ENDED)
     return Viewer(user=user, session_family_id=claims.session_family_id, access_expires_at=claims.expires_at)
 
 

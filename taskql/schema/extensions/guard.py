@@ -23,6 +23,7 @@ from functools import lru_cache
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, ValidationRule, parse
 from opentelemetry import trace
 from starlette.requests import Request
+from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
@@ -137,8 +138,14 @@ class OperationGuard(SchemaExtension):
             # Together: the session check and the charge reach Redis in one round trip. A token
             # whose login has ended is charged to its user all the same (a rejected operation is
             # charged too): it cost the server this much, and it cannot run.
+            # Over a WebSocket the connection's login is checked again for every operation.
+            session_check = (
+                context.recheck_socket_session()
+                if isinstance(context.request, WebSocket)
+                else context.confirm_session()
+            )
             _, usage = await asyncio.gather(
-                context.confirm_session(), charge(context.deps, context.user_id, operation_points(cost))
+                session_check, charge(context.deps, context.user_id, operation_points(cost))
             )
             if usage is not None:
                 report(context.response, usage)
