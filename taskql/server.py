@@ -156,6 +156,10 @@ class TaskQLGraphQL(GraphQL):
 
     async def on_ws_connect(self, context: Context) -> None:
         """Authenticates a WebSocket from its connection_init payload: {"authorization": "Bearer ..."}."""
+        if _COUNTED_USER_KEY in context.request.scope:
+            # graphql-transport-ws closes the socket itself (4429); the legacy graphql-ws protocol
+            # would acknowledge every one, and count the user's connection once more each time.
+            raise ConnectionRejectionError({"message": "This connection is already initialised."})
         authorization = (context.connection_params or {}).get("authorization")
         if not isinstance(authorization, str):
             raise ConnectionRejectionError({"message": 'Send {"authorization": "Bearer <access token>"}.'})

@@ -15,10 +15,12 @@ from typing import Any
 
 import jwt
 import pytest
+import websockets
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from tests.conftest import REMOVE_MEMBER, TEST_SECRET, RedisServer
 from tests.live import LiveServer, Subscriber, User
@@ -403,3 +405,33 @@ async def test_an_open_socket_answers_with_the_permissions_of_now(server: LiveSe
     assert as_viewer["updateTask"]["userErrors"] == [{"code": "FORBIDDEN"}]
     assert viewer_role == {"project": {"viewerRole": "VIEWER"}}
     assert removed == "NOT_FOUND"
+
+
+async def test_a_legacy_socket_initialised_again_is_refused_and_counts_once(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    # graphql-ws acknowledged 19 connection_init on one socket, counting the user's connection each
+    # time; once closed, the user could open 2 sockets of 20 until the server restarted.
+    server = start_server(ws_max_connections_per_user=2)
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+    init = json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {owner.token}"}})
+
+    async def answer(socket: Any) -> dict[str, Any]:
+        while (message := json.loads(await socket.recv()))["type"] == "ka":  # keep-alives
+            pass
+        return message
+
+    async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-ws")]) as socket:
+        await socket.send(init)
+        first = await answer(socket)
+        await socket.send(init)
+        again = await answer(socket)
+    async with Subscriber(server, owner.token, project_id, after="0-0") as one:
+        async with Subscriber(server, owner.token, project_id, after="0-0") as two:
+            await create_task(owner, project_id, "both connected")
+            both = [len(await one.wait_for(1)), len(await two.wait_for(1))]
+
+    assert first["type"] == "connection_ack"
+    assert again["type"] == "connection_error"
+    assert both == [1, 1]  # the first socket's place was given back once it closed
