@@ -37,6 +37,7 @@ from taskql.context import Context, authenticated_deps, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
 from taskql.events.broker import EventBroker
+from taskql.events.ended_logins import EndedLogins
 from taskql.events.store import create_event_store
 from taskql.http import protocol as http_protocol
 from taskql.http.body_limit import BodyLimitMiddleware
@@ -198,6 +199,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         client = create_client(settings, mongodb_uri, listeners=mongo_listeners(tracer_provider))
         event_store = create_event_store(settings, tracer_provider)
         events = EventBroker(event_store, buffer_size=settings.subscription_buffer_size)
+        ended_logins = EndedLogins(events)
         db = Database(client, settings)
         outbox = Outbox(db, events)
         cache = create_cache(settings, redis)
@@ -229,6 +231,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                     stats=cache.stats,
                 ),
                 events=events,
+                ended_logins=ended_logins,
                 outbox=outbox,
                 rate_limits=Counters(redis),
                 trusted_proxies=parse_networks(settings.trusted_proxies),
@@ -239,10 +242,12 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                 tracer=tracer,
             )
             outbox.start()
+            ended_logins.start()
             yield
         finally:
             metrics.process_exiting()
             await outbox.stop()
+            await ended_logins.stop()
             await revocations.close()
             await events.close()
             await client.close()

@@ -83,7 +83,7 @@ async def test_an_ended_subscription_delivers_nothing_more(store: EventStore, re
     broker = EventBroker(store, buffer_size=100)
     name = channel(request)
     async with broker.subscribe(name) as subscription:
-        subscription.end_after(0.1)
+        subscription.end_after(0.1, reason="expired")
         await publish(broker, name, 0)
         assert await drain(subscription, 1) == [0]
         waiting = asyncio.create_task(subscription.next())  # no timeout of its own: the end wakes it

@@ -219,6 +219,36 @@ async def test_removing_a_member_ends_their_subscription_within_a_second(server:
     assert ended_after < 1.0
 
 
+async def test_ending_the_login_ends_its_subscriptions_within_a_second_on_every_instance(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    first, second = start_server(), start_server()
+    owner = await User.register(first, "Owner")
+    project_id = await create_project(owner)
+    other_login = await User.register(first, "Other")  # a subscription of another user goes on
+    await owner.execute(ADD_MEMBER, {"p": project_id, "e": other_login.user["email"]})
+
+    async with (
+        Subscriber(first, owner.token, project_id, after="0-0") as here,
+        Subscriber(second, owner.token, project_id, after="0-0") as there,
+        Subscriber(first, other_login.token, project_id, after="0-0") as unaffected,
+    ):
+        await create_task(owner, project_id, "seen by all")
+        for subscriber in (here, there, unaffected):
+            await subscriber.wait_for(1)
+        await owner.execute("mutation { logoutAll { success } }")
+        ended_at = time.monotonic()
+        errors = [await here.ended(timeout=5), await there.ended(timeout=5)]
+        ended_after = time.monotonic() - ended_at
+        assert unaffected.error is None
+
+    for error in errors:
+        assert isinstance(error, TransportQueryError)
+        assert error.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert error.errors[0]["message"] == "The session has ended; sign in again."
+    assert ended_after < 1.0
+
+
 async def test_an_access_token_that_expires_ends_the_subscription(server: LiveServer) -> None:
     owner = await User.register(server, "Owner")
     project_id = await create_project(owner)

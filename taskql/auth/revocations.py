@@ -32,6 +32,7 @@ from taskql.outage import RedisOutage
 
 logger = logging.getLogger("taskql.auth")
 CLOCK_SKEW_SECONDS = 60  # markers outlive the tokens they end by this much
+SESSION_ENDED = "The session has ended; sign in again."
 
 
 class Revocations:

@@ -99,15 +99,18 @@ class Subscription:
         self._replay: deque[Entry] = deque()
         self._last = parse_id(start)
         self._ended = False
+        self.end_reason: str | None = None
         self._end_timer: asyncio.TimerHandle | None = None
 
-    def end_after(self, seconds: float) -> None:
+    def end_after(self, seconds: float, reason: str) -> None:
         """After `seconds`, next() returns None (one timer, rather than a timeout on every wait)."""
-        self._end_timer = asyncio.get_running_loop().call_later(seconds, self._end)
+        self._end_timer = asyncio.get_running_loop().call_later(seconds, self.end, reason)
 
-    def _end(self) -> None:
-        self._ended = True
-        self._buffer.ready.set()
+    def end(self, reason: str) -> None:
+        """From now on next() returns None; `end_reason` says why."""
+        if not self._ended:
+            self._ended, self.end_reason = True, reason
+            self._buffer.ready.set()
 
     def close(self) -> None:
         if self._end_timer is not None:
@@ -131,7 +134,7 @@ class Subscription:
             cursor = batch[-1].id
 
     async def next(self) -> Entry | None:
-        """The next entry, waiting for it; None once the subscription has ended (end_after)."""
+        """The next entry, waiting for it; None once the subscription has ended (end, end_after)."""
         while not self._ended:
             source = self._replay or self._buffer.entries
             if source:

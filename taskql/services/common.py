@@ -13,6 +13,7 @@ from taskql.auth.tokens import TokenIssuer
 from taskql.db.client import Database
 from taskql.errors import Unauthenticated
 from taskql.events.broker import EventBroker
+from taskql.events.ended_logins import EndedLogins
 from taskql.http.client_ip import Network
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
@@ -36,6 +37,7 @@ class Runtime:
     cache: EntityCache
     task_lists: TaskListCache
     events: EventBroker
+    ended_logins: EndedLogins
     outbox: Outbox
     rate_limits: Counters
     trusted_proxies: tuple[Network, ...]

@@ -10,14 +10,17 @@ from typing import Any
 
 from bson import ObjectId
 
-from taskql.auth.permissions import PROJECT_NOT_FOUND, require_readable
+from taskql.auth.permissions import PROJECT_NOT_FOUND, Viewer, require_readable
+from taskql.auth.revocations import SESSION_ENDED
 from taskql.clock import utcnow
 from taskql.db.tasks import TaskRecord
 from taskql.errors import NotFound, Unauthenticated
+from taskql.events.broker import Subscription
 from taskql.services.common import Deps
 
 TASK_KINDS = frozenset({"TASK_CREATED", "TASK_UPDATED", "TASK_DELETED"})
 TOKEN_EXPIRED = "The access token has expired: refresh it, then subscribe again with `after` set to the last cursor."
+EXPIRED = "expired"  # why a subscription ended: its token expired (else its login ended)
 
 
 @dataclass(frozen=True)
@@ -46,28 +49,34 @@ class TaskEventService:
         access token expires or they lose access to the project."""
         viewer = self._deps.require_viewer()
         require_readable(await self._deps.loaders.projects.load(project_id), viewer)
-        async with self._deps.runtime.events.subscribe(str(project_id)) as subscription:
+        runtime = self._deps.runtime
+        async with runtime.events.subscribe(str(project_id)) as subscription:
             if after is not None:
                 await subscription.replay_after(after)
-            subscription.end_after((viewer.access_expires_at - utcnow()).total_seconds())
-            while True:
-                entry = await subscription.next()
-                if entry is None:
-                    raise Unauthenticated(TOKEN_EXPIRED)
-                event = entry.payload
-                kind = event["kind"]
-                if kind == "PROJECT_DELETED" or (
-                    kind == "MEMBER_REMOVED" and event["user_id"] == viewer.id and not viewer.is_admin
-                ):
-                    raise NotFound(PROJECT_NOT_FOUND)
-                if kind in TASK_KINDS:
-                    yield TaskEventRecord(
-                        cursor=entry.id,
-                        kind=kind,
-                        project_id=event["project_id"],
-                        task_id=event["task_id"],
-                        actor_id=event["actor_id"],
-                        changed_fields=tuple(event["changed_fields"]),
-                        at=event["at"],
-                        task_doc=event["task"],
-                    )
+            subscription.end_after((viewer.access_expires_at - utcnow()).total_seconds(), reason=EXPIRED)
+            with runtime.ended_logins.watch(viewer.session_family_id, subscription):
+                async for record in self._records(subscription, viewer):
+                    yield record
+
+    async def _records(self, subscription: Subscription, viewer: Viewer) -> AsyncIterator[TaskEventRecord]:
+        while True:
+            entry = await subscription.next()
+            if entry is None:
+                raise Unauthenticated(TOKEN_EXPIRED if subscription.end_reason == EXPIRED else SESSION_ENDED)
+            event = entry.payload
+            kind = event["kind"]
+            if kind == "PROJECT_DELETED" or (
+                kind == "MEMBER_REMOVED" and event["user_id"] == viewer.id and not viewer.is_admin
+            ):
+                raise NotFound(PROJECT_NOT_FOUND)
+            if kind in TASK_KINDS:
+                yield TaskEventRecord(
+                    cursor=entry.id,
+                    kind=kind,
+                    project_id=event["project_id"],
+                    task_id=event["task_id"],
+                    actor_id=event["actor_id"],
+                    changed_fields=tuple(event["changed_fields"]),
+                    at=event["at"],
+                    task_doc=event["task"],
+                )

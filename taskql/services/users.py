@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bson import ObjectId
 
 from taskql.auth.permissions import Viewer
+from taskql.auth.revocations import SESSION_ENDED
 from taskql.auth.tokens import AccessClaims, hash_refresh_token, new_refresh_token
 from taskql.clock import utcnow
 from taskql.db import sessions as sessions_db
@@ -24,7 +25,6 @@ NAME_MAX_LENGTH = 100
 BAD_LOGIN = "Wrong email or password."
 BAD_REFRESH = "The refresh token is invalid, expired or already used; sign in again."
 USER_NOT_FOUND = "User not found."
-SESSION_ENDED = "The session has ended; sign in again."
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,12 @@ class AccountService:
             )
         return await self._start_session(found.user)
 
+    async def _logins_ended(self, family_ids: list[ObjectId]) -> None:
+        """After MongoDB recorded them ended: their tokens are refused from the next request, and
+        their live subscriptions end, on every instance."""
+        await self._runtime.revocations.revoke(family_ids)
+        await self._runtime.ended_logins.announce(family_ids)
+
     async def refresh(self, *, refresh_token: str) -> AuthResult:
         token_hash = hash_refresh_token(refresh_token)
         now = utcnow()
@@ -136,7 +142,7 @@ class AccountService:
             if known is not None and known.used_at is not None:
                 # A rotated token came back: it was stolen or leaked. End that whole login.
                 await sessions_db.revoke_family(self._db, family_id=known.family_id, now=now)
-                await self._runtime.revocations.revoke([known.family_id])
+                await self._logins_ended([known.family_id])
             raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
         user = await self._deps.loaders.users.load(claimed.user_id)
         if user is None:
@@ -149,7 +155,7 @@ class AccountService:
         if known is None or known.revoked_at is not None:
             raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
         await sessions_db.revoke_family(self._db, family_id=known.family_id, now=utcnow())
-        await self._runtime.revocations.revoke([known.family_id])
+        await self._logins_ended([known.family_id])
 
     async def logout_all(self, *, keep_current: bool) -> None:
         viewer = self._deps.require_viewer()
@@ -159,7 +165,7 @@ class AccountService:
             now=utcnow(),
             keep_family=viewer.session_family_id if keep_current else None,
         )
-        await self._runtime.revocations.revoke(revoked)
+        await self._logins_ended(revoked)
 
     async def update_profile(self, *, name: str | None, email: str | None) -> UserRecord:
         viewer = self._deps.require_viewer()
@@ -196,7 +202,7 @@ class AccountService:
         revoked = await sessions_db.revoke_user_sessions(
             self._db, user_id=viewer.id, now=now, keep_family=viewer.session_family_id
         )
-        await self._runtime.revocations.revoke(revoked)
+        await self._logins_ended(revoked)
         return await self._deps.loaders.users.store(user)
 
 
