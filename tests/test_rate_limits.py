@@ -296,6 +296,26 @@ async def test_a_successful_login_gives_its_attempt_back(
     assert (await _login(client, user.user["email"], PASSWORD))["data"]["login"]["accessToken"]
 
 
+async def test_probing_for_taken_emails_through_the_profile_is_limited(
+    settings: Settings, private_redis: RedisServer, fleet_factory: Any
+) -> None:
+    # "Email already taken" answered CONFLICT 30 times out of 30: a way to list the accounts.
+    fleet = fleet_factory(limited(settings, private_redis, login_max_failures=3))
+    client = await fleet.start()
+    prober = await sign_up(client, "Prober")
+    taken = [(await sign_up(client, f"Taken{n}")).user["email"] for n in range(4)]
+    change = "mutation($e: String) { updateProfile(input: {email: $e}) { userErrors { code } } }"
+
+    headers = {"authorization": f"Bearer {prober.token}"}
+    answers = [
+        (await client.http.post("/graphql", json={"query": change, "variables": {"e": e}}, headers=headers)).json()
+        for e in taken
+    ]
+
+    assert [a["data"]["updateProfile"]["userErrors"][0]["code"] for a in answers[:3]] == ["CONFLICT"] * 3
+    assert answers[3]["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+
 async def test_failed_logins_are_limited_per_ip_across_accounts(
     settings: Settings, private_redis: RedisServer, fleet_factory: Any
 ) -> None:

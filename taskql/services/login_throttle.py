@@ -1,5 +1,6 @@
-"""Password guessing: in `login_failure_window_seconds`, at most `login_max_failures` failed logins
-(or registrations) per account from one client IP, as many per IP across all accounts, and
+"""Guessing (passwords, and which addresses have accounts): in `login_failure_window_seconds`, at
+most `login_max_failures` failed logins (or registrations, or changes of a profile's email to an
+address already taken) per account from one client IP, as many per IP across all accounts, and
 `login_max_account_failures` per account from all IPs together. Someone guessing at an account
 from their own network locks it for that network only, so its owner can still sign in from
 theirs (OWASP's authentication cheat sheet); the account-wide ceiling, much higher, still stops

@@ -178,9 +178,16 @@ class AccountService:
         check.raise_if_any()
         if not changes:
             return viewer.user
+        # "Email already taken" tells whose address it is: each try at a new address counts as a
+        # failure until it succeeds, as sign-ins do, so the answer cannot list the accounts.
+        throttle = LoginThrottle(self._deps, "email_change", str(viewer.id)) if "email" in changes else None
+        if throttle is not None:
+            await throttle.reserve()
         user = await users_db.update_user(self._db, user_id=viewer.id, changes=changes, now=utcnow())
         if user is None:
             raise NotFound(USER_NOT_FOUND)
+        if throttle is not None:
+            await throttle.succeeded()
         await self._deps.loaders.users.store(user)
         return user
 
