@@ -78,6 +78,7 @@ class TaskQLGraphQL(GraphQL):
             keep_alive_interval=settings.ws_keep_alive_seconds,
         )
         self._max_connections = settings.ws_max_connections_per_user
+        self._max_response_bytes = settings.max_response_bytes
         self._open_connections: Counter[ObjectId] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +131,16 @@ class TaskQLGraphQL(GraphQL):
                 if http_protocol.is_request_error(answer):
                     del answer["data"]  # the spec: a request that was not executed has no `data`
         response = super().create_response(response_data, sub_response)
+        if len(response.body) > self._max_response_bytes:
+            # The cost limit bounds the nodes, not their size: the bytes are bounded here, before sending.
+            error = {
+                "message": f"The response would be {len(response.body)} bytes; the limit is "
+                f"{self._max_response_bytes}. Ask for fewer or smaller pages.",
+                "extensions": {"code": "QUERY_TOO_COMPLEX"},
+            }
+            too_large: GraphQLHTTPResponse = {"data": None, "errors": [error]}
+            response_data = [too_large] * len(response_data) if isinstance(response_data, list) else too_large
+            response = super().create_response(response_data, sub_response)
         retry_after = http_protocol.retry_after(response_data)
         if retry_after is not None:
             response.status_code = 429

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     )
     max_query_cost: int = Field(50_000, ge=1, description="nodes the connections of one operation may return")
     max_body_bytes: int = Field(100_000, ge=1_000, description="an HTTP request body")
+    max_response_bytes: int = Field(
+        10_000_000, ge=10_000, description="one encoded response (or WebSocket message); over it, an error instead"
+    )
     batch_max_operations: int = Field(0, ge=0, le=100, description="operations in one JSON array body; 0: no batching")
 
     # Rate limits, shared by all instances through Redis. An operation costs 1 point plus 1 per 100

@@ -15,7 +15,7 @@ from taskql.schema.extensions.operation_cost import CostCache
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import Settings
-from tests.conftest import GraphQLClient, create_project, sign_up
+from tests.conftest import GraphQLClient, create_project, create_task, sign_up
 
 SCHEMA = build_schema()._schema
 
@@ -80,6 +80,24 @@ async def test_nodes_of_nested_connections_over_the_cost_are_refused(owner_clien
         "cost": 100 + 100 * 100 + 100 * 100 * 50,
         "maxCost": 50_000,
     }
+
+
+async def test_a_response_over_the_byte_limit_is_an_error_instead(settings: Settings) -> None:
+    app = build_app(settings.model_copy(update={"max_response_bytes": 10_000}))
+    transport = httpx.ASGITransport(app=app)
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        owner = await sign_up(GraphQLClient(http), "Verbose")
+        project_id = await create_project(owner)
+        for _ in range(2):
+            await create_task(owner, project_id, description="x" * 6_000)
+        board = "query($p: ID!) { project(id: $p) { tasks { edges { node { description } } } } }"
+        small = await owner.post("query($p: ID!) { project(id: $p) { tasks { totalCount } } }", {"p": project_id})
+        large = await owner.post(board, {"p": project_id})
+
+    assert small == {"data": {"project": {"tasks": {"totalCount": 2}}}}
+    [error] = large["errors"]
+    assert large["data"] is None and error["extensions"] == {"code": "QUERY_TOO_COMPLEX"}
+    assert "the limit is 10000" in error["message"]
 
 
 def test_query_cost_counts_the_named_operation_only() -> None:
