@@ -105,6 +105,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # TRUSTED_PROXIES alone decides whose X-Forwarded-For is believed (http/client_ip.py); uvicorn's
             # own handling would also believe any process on the loopback interface.
             proxy_headers=False,
+            # A WebSocket message may be as large as an HTTP body, not uvicorn's 16 MiB.
+            ws_max_size=settings.max_body_bytes,
         )
 
 

@@ -465,3 +465,22 @@ async def test_a_legacy_socket_initialised_again_is_refused_and_counts_once(
     assert first["type"] == "connection_ack"
     assert again["type"] == "connection_error"
     assert both == [1, 1]  # the first socket's place was given back once it closed
+
+
+async def test_a_websocket_message_larger_than_an_http_body_closes_the_socket(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    server = start_server(max_body_bytes=10_000)
+    owner = await User.register(server, "Owner")
+    init = json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {owner.token}"}})
+    padding = " " * 20_000  # inside the document: what the server must not read whole
+    subscribe = json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }" + padding}})
+
+    async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as socket:
+        await socket.send(init)
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        await socket.send(subscribe)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 10)
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
