@@ -192,6 +192,34 @@ async def test_production_hides_introspection_and_suggestions(settings: Settings
     assert "Did you mean" not in typo["errors"][0]["message"]
 
 
+async def test_production_validation_messages_name_nothing_of_the_schema(settings: Settings) -> None:
+    # clairvoyance rebuilt 25 of 59 type names from messages such as "Field 'viewer' of type 'User'
+    # must have a selection of subfields" or "… of type 'LoginInput!' is required".
+    probes = [
+        "{ viewer }",
+        "mutation { login { accessToken } }",
+        "query($s: Boolean) { myTasks(filter: {status: $s}) { totalCount } }",
+        "{ viewer { nope } }",
+        '{ project(nope: "1") { id } }',
+    ]
+    deep = "{ projects { edges { node { tasks { edges { node { project { tasks { edges { node { project { id }"
+    deep += " } } } } } } } } } } }"
+    for env, revealing in (("production", False), ("development", True)):
+        app = build_app(settings.model_copy(update={"taskql_env": env}))
+        transport = httpx.ASGITransport(app=app)
+        async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            user = await sign_up(GraphQLClient(http), "Prober")
+            messages = [error["message"] for probe in probes for error in await _errors(user, probe)]
+            [too_deep] = await _errors(user, deep)
+
+        named = [
+            m for m in messages if any(name in m for name in ("User", "LoginInput", "TaskStatus", "Query.", "Project"))
+        ]
+        assert bool(named) is revealing, (env, messages)
+        assert "exceeds maximum operation depth of 10" in too_deep["message"]  # TaskQL's own limits keep their words
+    assert set(messages) != {"This document does not match the schema."}  # development: the real messages
+
+
 async def test_batching_is_off_unless_enabled(anonymous: GraphQLClient) -> None:
     response = await anonymous.http.post("/graphql", json=[{"query": "{ __typename }"}])
     assert response.status_code == 400

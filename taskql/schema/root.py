@@ -93,11 +93,12 @@ class Subscription:
 
 class TaskQLSchema(strawberry.Schema):
     documents: Documents  # parsed and validated once per distinct text (guard.py)
+    hide_schema = False  # production: validation messages name nothing of the schema (errors.py)
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Codes and masks errors; logs only unexpected ones (with the request id), not expected failures."""
         context = execution_context.context if execution_context else None
-        format_errors(errors, getattr(context, "request_id", None))
+        format_errors(errors, getattr(context, "request_id", None), hide_schema=self.hide_schema)
         count_errors(errors)  # here, as every error passes here once, with its code
 
 
@@ -130,6 +131,7 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
         ),
     )
     schema.documents = documents
+    schema.hide_schema = settings.is_production
     if settings.metrics_enabled and settings.metrics_resolver_sample_rate > 0:
         time_root_fields(schema._schema, settings.metrics_resolver_sample_rate)
     return schema

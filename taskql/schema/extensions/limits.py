@@ -45,6 +45,9 @@ from taskql.db.pagination import DEFAULT_PAGE_SIZE, check_page_size
 from taskql.settings import Settings
 
 CONNECTION_SUFFIX = "Connection"
+# The code of the limits' own validation errors: their messages name nothing of the schema, so
+# production keeps them (schema/errors.py rewrites graphql-core's).
+_OWN = {"code": "GRAPHQL_VALIDATION_FAILED"}
 
 
 def query_cost(
@@ -204,13 +207,13 @@ class ShapeLimits:
             )
             return [GraphQLError(message, extensions={"code": "QUERY_TOO_COMPLEX"})]
         errors = [
-            GraphQLError(f"'{name}' exceeds maximum operation depth of {self.max_depth}")
+            GraphQLError(f"'{name}' exceeds maximum operation depth of {self.max_depth}", extensions=_OWN)
             for name, shape in operations.items()
             if shape.depth > self.max_depth
         ]
         aliases = sum(shape.aliases for shape in operations.values())
         if aliases > self.max_aliases:
-            errors.append(GraphQLError(f"{aliases} aliases found. Allowed: {self.max_aliases}"))
+            errors.append(GraphQLError(f"{aliases} aliases found. Allowed: {self.max_aliases}", extensions=_OWN))
         return errors
 
 
@@ -223,7 +226,8 @@ def _max_directives_rule(max_directives: int) -> type[ValidationRule]:
         def enter_directive(self, node: Any, *_: Any) -> None:
             self.count += 1
             if self.count == max_directives + 1:
-                self.report_error(GraphQLError(f"At most {max_directives} directives are allowed in a document.", node))
+                message = f"At most {max_directives} directives are allowed in a document."
+                self.report_error(GraphQLError(message, node, extensions=_OWN))
 
     return MaxDirectivesRule
 
@@ -243,9 +247,8 @@ def _max_repeats_rule(max_repeats: int) -> type[ValidationRule]:
             )
             repeated = [key for key, count in keys.items() if count > max_repeats]
             if repeated:
-                self.report_error(
-                    GraphQLError(f"`{repeated[0]}` is selected more than {max_repeats} times in one place.", node)
-                )
+                message = f"`{repeated[0]}` is selected more than {max_repeats} times in one place."
+                self.report_error(GraphQLError(message, node, extensions=_OWN))
 
     return MaxFieldRepeatsRule
 
