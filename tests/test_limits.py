@@ -290,6 +290,13 @@ async def test_a_fragment_bomb_is_refused_at_once(anonymous: GraphQLClient) -> N
     assert not await _errors(anonymous, fragment_bomb(12))  # 4,096 fields: within the limit, and it runs
 
 
+async def test_a_document_over_a_limit_gets_one_error_for_it(anonymous: GraphQLClient) -> None:
+    # graphql-cop's directive overloading: one error per unknown directive made the answer grow with the attack.
+    directives = " ".join(f"@d{n}" for n in range(30))
+    errors = await _errors(anonymous, f"{{ __typename {directives} }}")
+    assert [error["message"] for error in errors] == ["At most 20 directives are allowed in a document."]
+
+
 async def test_limits_hold_through_fragments(owner_client: GraphQLClient) -> None:
     deep = "{ projects { edges { node { tasks { edges { node { ...Deep } } } } } } }"
     fragment = "fragment Deep on Task { project { tasks { edges { node { project { id } } } } } }"

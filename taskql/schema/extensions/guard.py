@@ -63,10 +63,13 @@ class Documents:
         self, prepared: Prepared, schema: GraphQLSchema, default_rules: tuple[type[ValidationRule], ...]
     ) -> list[GraphQLError]:
         if prepared.errors is None:  # the rules are the same for every request: the errors are too
-            prepared.errors = [
+            errors = [
                 *self._shape.check(prepared.document),
                 *validate_document(schema, prepared.document, (*default_rules, *self._rules)),
             ]
+            # A document over one of TaskQL's limits (their errors come coded) is answered with
+            # those alone, not also with an error for each of its, say, 1,000 unknown directives.
+            prepared.errors = [error for error in errors if error.extensions] or errors
         return prepared.errors
 
 
