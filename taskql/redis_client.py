@@ -1,7 +1,7 @@
 """The process's Redis client: commands started together go to Redis together, as one pipeline.
 
 A request's independent lookups are started together (asyncio.gather): the session's revocation
-marker and its user, then the rate-limit charge. Sent one by one, each is a round trip, and
+marker, its user and the rate-limit charge. Sent one by one, each is a round trip, and
 redis-py's per-command bookkeeping (taking a connection from the pool and checking it, the retry
 wrapper) runs for each. Here a command waits a few turns of the event loop, long enough for the
 commands started beside it (a DataLoader dispatches its batch two turns after the `load`) and then

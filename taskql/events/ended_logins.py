@@ -21,7 +21,7 @@ from bson import ObjectId
 from redis.exceptions import RedisError
 
 from taskql.cancellation import raise_if_cancelled
-from taskql.events.broker import EventBroker, Subscription
+from taskql.events.broker import EventBroker, SubscriberTooSlow, Subscription
 
 logger = logging.getLogger("taskql.events")
 CHANNEL = "logins:ended"
@@ -75,5 +75,7 @@ class EndedLogins:
                                 subscription.end(reason=REVOKED)
             except RedisError as exc:
                 logger.warning("not hearing of ended logins while Redis fails: %s", exc)
+            except SubscriberTooSlow:  # more announcements at once than a subscriber buffers: read on from now
+                logger.warning("missed announcements of ended logins; their subscriptions end with their tokens")
             raise_if_cancelled()
             await asyncio.sleep(RETRY_SECONDS)
