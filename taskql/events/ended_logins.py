@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from bson import ObjectId
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.exceptions import RedisError
 
 from taskql.cancellation import raise_if_cancelled
@@ -66,16 +67,18 @@ class EndedLogins:
                 await self._listening
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                async with self._broker.subscribe(CHANNEL) as announcements:
-                    while (entry := await announcements.next()) is not None:
-                        for family_id in entry.payload["families"]:
-                            for subscription in self._watched.get(family_id, ()):
-                                subscription.end(reason=REVOKED)
-            except RedisError as exc:
-                logger.warning("not hearing of ended logins while Redis fails: %s", exc)
-            except SubscriberTooSlow:  # more announcements at once than a subscriber buffers: read on from now
-                logger.warning("missed announcements of ended logins; their subscriptions end with their tokens")
-            raise_if_cancelled()
-            await asyncio.sleep(RETRY_SECONDS)
+        # Untraced, as the other background work: a trace per (re)connection would bury the requests'.
+        with suppress_instrumentation():
+            while True:
+                try:
+                    async with self._broker.subscribe(CHANNEL) as announcements:
+                        while (entry := await announcements.next()) is not None:
+                            for family_id in entry.payload["families"]:
+                                for subscription in self._watched.get(family_id, ()):
+                                    subscription.end(reason=REVOKED)
+                except RedisError as exc:
+                    logger.warning("not hearing of ended logins while Redis fails: %s", exc)
+                except SubscriberTooSlow:  # more announcements at once than a subscriber buffers: read on
+                    logger.warning("missed announcements of ended logins; their subscriptions end with their tokens")
+                raise_if_cancelled()
+                await asyncio.sleep(RETRY_SECONDS)
