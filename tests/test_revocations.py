@@ -96,15 +96,17 @@ async def test_a_signed_in_query_checks_its_login_and_charges_its_budget_in_one_
     await app.post(VIEWER, token=user.token)  # the user is cached now
     command_log.names.clear()
     redis = Redis.from_url(settings.redis_url or "")
+    reads = []
     try:
-        before = int((await redis.info("stats"))["total_reads_processed"])
-        body = await app.post(VIEWER, token=user.token)
-        after = int((await redis.info("stats"))["total_reads_processed"])
+        for _ in range(3):  # the fewest of three: a background stream read may land in one of them
+            before = int((await redis.info("stats"))["total_reads_processed"])
+            body = await app.post(VIEWER, token=user.token)
+            reads.append(int((await redis.info("stats"))["total_reads_processed"]) - before)
     finally:
         await redis.aclose()
 
     assert body == {"data": {"viewer": {"id": user.user["id"]}}}
     # The revocation marker, the cached user and the rate-limit script went as one pipeline; the
     # other read is the second INFO. No MongoDB read either.
-    assert after - before == 2
+    assert min(reads) == 2
     assert command_log.reads() == 0
