@@ -79,9 +79,9 @@ class TaskPageByProjectLoader(ByParentLoader[TaskListShape, Page[TaskRecord]]):
                 "page",
                 project_ids,
                 shape,
-                decode=decode_page,
                 read=read,
-                encode=lambda value: (encode_page(value), None),
+                encode=encode_page,
+                decode=decode_page,
             )
 
         super().__init__(fetch, stats, max_batch_size=max_batch_size)
@@ -100,9 +100,9 @@ class TaskCountByProjectLoader(ByParentLoader[TaskFilterSpec, int]):
                 "count",
                 project_ids,
                 task_filter,
-                decode=int,
                 read=read,
-                encode=lambda count: (str(count), None),
+                encode=str,
+                decode=int,
             )
 
         super().__init__(fetch, stats, max_batch_size=max_batch_size)
@@ -120,10 +120,10 @@ class ProjectStatsLoader(ByParentLoader[None, TaskStatsRecord]):
                 record = decode_stats(payload)
                 return record if record.valid_until is None or now < record.valid_until else None
 
-            def encode(record: TaskStatsRecord) -> tuple[str, int | None]:
+            def expires_in(record: TaskStatsRecord) -> int | None:
                 if record.valid_until is None:
-                    return encode_stats(record), None
-                return encode_stats(record), max(1, math.ceil((record.valid_until - now).total_seconds()))
+                    return None
+                return max(1, math.ceil((record.valid_until - now).total_seconds()))
 
             async def read(missing: list[ObjectId]) -> dict[ObjectId, TaskStatsRecord]:
                 records = await asyncio.gather(
@@ -132,7 +132,14 @@ class ProjectStatsLoader(ByParentLoader[None, TaskStatsRecord]):
                 return dict(zip(missing, records, strict=True))
 
             return await task_lists.read_through(
-                "project", "stats", project_ids, None, decode=decode, read=read, encode=encode
+                "project",
+                "stats",
+                project_ids,
+                None,
+                read=read,
+                encode=encode_stats,
+                decode=decode,
+                expires_in=expires_in,
             )
 
         super().__init__(fetch, stats, max_batch_size=max_batch_size)

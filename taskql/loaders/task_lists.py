@@ -128,13 +128,14 @@ class TaskListCache:
         owner_ids: Sequence[ObjectId],
         shape: Any,
         *,
-        decode: Callable[[str], T | None],
         read: Callable[[list[ObjectId]], Awaitable[dict[ObjectId, T]]],
-        encode: Callable[[T], tuple[str, int | None]],
+        encode: Callable[[T], str],
+        decode: Callable[[str], T | None],
+        expires_in: Callable[[T], int | None] = lambda _: None,
     ) -> dict[ObjectId, T]:
         """Each list's entry: from the cache, or by `read` from the database and stored. `decode`
-        answers None for an entry no longer valid; `encode` gives a payload and its time to live
-        (None: the cache's)."""
+        answers None for an entry no longer valid; `expires_in` the seconds an entry may be kept
+        (None: the cache's time to live)."""
         cached, generations = await self._get(owner, kind, owner_ids, shape)
         found: dict[ObjectId, T] = {}
         for owner_id, payload in cached.items():
@@ -144,7 +145,8 @@ class TaskListCache:
         missing = [owner_id for owner_id in owner_ids if owner_id not in found]
         if missing:
             fresh = await read(missing)
-            await self._put(owner, kind, {o: encode(value) for o, value in fresh.items()}, shape, generations)
+            entries = {owner_id: (encode(value), expires_in(value)) for owner_id, value in fresh.items()}
+            await self._put(owner, kind, entries, shape, generations)
             found.update(fresh)
         return found
 

@@ -124,9 +124,9 @@ class TaskService:
             "mine_page",
             [viewer.id],
             (viewer.is_admin, task_filter, order, page),
-            decode=decode_page,
             read=read,
-            encode=lambda value: (encode_page(value), None),
+            encode=encode_page,
+            decode=decode_page,
         )
         return pages[viewer.id]
 
@@ -141,9 +141,9 @@ class TaskService:
             "mine_count",
             [viewer.id],
             (viewer.is_admin, task_filter),
-            decode=int,
             read=read,
-            encode=lambda count: (str(count), None),
+            encode=str,
+            decode=int,
         )
         return counts[viewer.id]
 
