@@ -394,7 +394,9 @@ async def test_my_tasks_are_served_from_redis_and_follow_every_write_on_another_
         assert data["totalCount"] == len(ids)
         return data["totalCount"], ids
 
+    command_log.names.clear()
     assert await mine(ada_reads) == (3, {first["id"], second["id"], third["id"]})
+    assert command_log.names == ["find", "aggregate", "aggregate"]  # cold: membership once, the page, its count
     assert await mine(bob_reads) == (0, set())
     command_log.names.clear()
     assert await mine(ada_reads) == (3, {first["id"], second["id"], third["id"]})

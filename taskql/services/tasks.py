@@ -81,6 +81,7 @@ class TaskService:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._db = deps.db
+        self._member_of: list[ObjectId] | None = None  # the viewer's projects, read once per request
 
     async def _readable_project(self, project_id: ObjectId, *, message: str = "Project not found.") -> ProjectRecord:
         viewer = self._deps.require_viewer()
@@ -150,8 +151,11 @@ class TaskService:
     async def _my_scope(self, task_filter: TaskFilterSpec) -> TaskScope:
         """Assigned to the viewer, in projects they can read: an assignment that raced their removal stays hidden."""
         viewer = self._deps.require_viewer()
-        project_ids = None if viewer.is_admin else await project_ids_of_member(self._db, user_id=viewer.id)
-        return TaskScope(project_ids=project_ids, assignee_id=viewer.id, filter=task_filter)
+        if viewer.is_admin:
+            return TaskScope(assignee_id=viewer.id, filter=task_filter)
+        if self._member_of is None:  # a cold page and its totalCount both need it
+            self._member_of = await project_ids_of_member(self._db, user_id=viewer.id)
+        return TaskScope(project_ids=self._member_of, assignee_id=viewer.id, filter=task_filter)
 
     async def search_scope(self, project_id: ObjectId | None) -> TaskScope:
         """One project (if readable), else every project the viewer belongs to (all, for admins)."""
