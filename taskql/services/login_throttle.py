@@ -20,6 +20,7 @@ provoked to get there. Signed-in users are not affected; they keep their session
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 
@@ -67,8 +68,10 @@ class LoginThrottle:
 
     async def succeeded(self) -> None:
         try:
-            await self._counters.reset(self._account_from_ip_key)
-            await self._counters.refund(self._ip_key, 1)
-            await self._counters.refund(self._account_key, 1)
+            await asyncio.gather(  # one round trip (redis_client.py)
+                self._counters.reset(self._account_from_ip_key),
+                self._counters.refund(self._ip_key, 1),
+                self._counters.refund(self._account_key, 1),
+            )
         except RedisError as exc:
             logger.error("could not release a successful sign-in's reservation: %s", exc)
