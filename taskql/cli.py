@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
@@ -15,6 +17,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from taskql.embedded import EmbeddedServiceError, embedded_services
+from taskql.http.connection_limits import limited_http_protocol
 from taskql.logs import configure_logging
 from taskql.metrics_dir import shared_metrics_dir
 from taskql.settings import Settings
@@ -88,7 +91,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     workers = args.workers or settings.workers
     # The embedded services start once, here, and every worker gets their URLs: the workers share
     # one database and one Redis, as instances do in production.
-    with embedded_services(settings) as served, shared_metrics_dir(workers):  # before prometheus_client
+    host = args.host or settings.host
+    with (
+        embedded_services(settings) as served,
+        shared_metrics_dir(workers) as metrics_dir,  # before prometheus_client
+        _metrics_listener(settings, host, multiprocess=metrics_dir is not None),
+    ):
         os.environ.update(MONGODB_URI=served.mongodb_uri or "", REDIS_URL=served.redis_url or "")
         # Uvicorn shuts down gracefully on SIGTERM or SIGINT, then raises the signal again. Ending the
         # process there would skip stopping the embedded services: a plain exit unwinds these blocks.
@@ -97,8 +105,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         uvicorn.run(
             "taskql.server:create_app",
             factory=True,
-            host=args.host or settings.host,
+            host=host,
             port=args.port or settings.port,
+            http=limited_http_protocol(settings),  # reading deadline and header size: http/connection_limits.py
             workers=workers,
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
             log_config=None,  # each process configures its own logs (create_app)
@@ -108,6 +117,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # A WebSocket message may be as large as an HTTP body, not uvicorn's 16 MiB.
             ws_max_size=settings.max_body_bytes,
         )
+
+
+@contextlib.contextmanager
+def _metrics_listener(settings: Settings, host: str, *, multiprocess: bool) -> Iterator[None]:
+    port = settings.separate_metrics_port
+    if port is None:  # /metrics is a route of the API (or off)
+        yield
+        return
+    from taskql.metrics_port import serve_metrics  # imports prometheus_client: after shared_metrics_dir
+
+    try:
+        stop = serve_metrics(host, port, multiprocess=multiprocess)
+    except OSError as exc:
+        sys.exit(f"taskql: cannot serve /metrics on {host}:{port} (METRICS_PORT): {exc.strerror}")
+    try:
+        yield
+    finally:
+        stop()
 
 
 def _exit_after_shutdown(signum: int, frame: object) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -33,6 +35,7 @@ from taskql import logs, metrics
 from taskql.auth.passwords import Passwords
 from taskql.auth.revocations import Revocations
 from taskql.auth.tokens import TokenIssuer
+from taskql.clock import utcnow
 from taskql.context import Context, authenticated_deps, build_context
 from taskql.db.client import Database, create_client
 from taskql.db.indexes import ensure_indexes
@@ -65,6 +68,10 @@ logger = logging.getLogger("taskql.server")
 
 
 _COUNTED_USER_KEY = "taskql.ws_user"
+_EXPIRY_KEY = "taskql.ws_expiry"
+# Between a socket's subscriptions ending with UNAUTHENTICATED at its token's expiry
+# (services/events.py) and the socket closing: time for those errors to reach the client first.
+_EXPIRED_SOCKET_GRACE_SECONDS = 1.0
 
 
 class TaskQLGraphQL(GraphQL):
@@ -76,6 +83,8 @@ class TaskQLGraphQL(GraphQL):
             graphql_ide=None if settings.is_production else "graphiql",
             keep_alive=True,
             keep_alive_interval=settings.ws_keep_alive_seconds,
+            connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
+            max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
         )
         self._max_connections = settings.ws_max_connections_per_user
         self._max_response_bytes = settings.max_response_bytes
@@ -94,6 +103,9 @@ class TaskQLGraphQL(GraphQL):
             with open_socket:
                 await super().__call__(scope, receive, send)
         finally:
+            expiry = scope.get(_EXPIRY_KEY)
+            if expiry is not None:
+                expiry.cancel()
             counted_user = scope.get(_COUNTED_USER_KEY)
             if counted_user is not None:
                 self._open_connections[counted_user] -= 1
@@ -185,8 +197,20 @@ class TaskQLGraphQL(GraphQL):
         if self._open_connections[deps.viewer.id] >= self._max_connections:
             raise ConnectionRejectionError({"message": f"At most {self._max_connections} connections per user."})
         self._open_connections[deps.viewer.id] += 1
-        context.request.scope[_COUNTED_USER_KEY] = deps.viewer.id  # released when the socket closes
+        scope = context.request.scope
+        scope[_COUNTED_USER_KEY] = deps.viewer.id  # released when the socket closes
+        scope[_EXPIRY_KEY] = asyncio.create_task(_close_when_expired(context.request, deps.viewer.access_expires_at))
         context.renew(deps)
+
+
+async def _close_when_expired(websocket: WebSocket, expires_at: datetime) -> None:
+    """Closes a socket whose access token has expired with 4403. That is how a client re-authenticates
+    a socket: graphql-ws reconnects on 4403, with the fresh token its `connectionParams` function
+    returns, and its subscriptions resume with `after`. (Until then every operation on the socket is
+    refused: Context.recheck_socket_session.)"""
+    await asyncio.sleep((expires_at - utcnow()).total_seconds() + _EXPIRED_SOCKET_GRACE_SECONDS)
+    with contextlib.suppress(RuntimeError, OSError):  # the socket closed meanwhile
+        await websocket.close(code=4403, reason="The access token has expired: reconnect with a fresh one.")
 
 
 def build_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> Starlette:
@@ -288,7 +312,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         return JSONResponse({"status": "ok"})
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
-    if settings.metrics_enabled:
+    if settings.metrics_enabled and settings.separate_metrics_port is None:
         routes.append(Route("/metrics", metrics.endpoint))  # for the scraper only: see metrics.py
     graphql = TaskQLGraphQL(settings, tracer)
     app = Starlette(

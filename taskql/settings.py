@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Values that must never sign production tokens (copied from examples and templates).
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development", "test"})
 MIN_SECRET_LENGTH = 32
+# Where production serves /metrics unless METRICS_PORT says otherwise: OpenTelemetry's Prometheus
+# exporter port, free of the usual API and Prometheus ports.
+PRODUCTION_METRICS_PORT = 9464
 # Budgets that never run out, for callers that are not clients: `taskql seed` (the server's own
 # calls), the benchmarks and the tests (one user, thousands of requests, one address).
 UNLIMITED_RATE = {"rate_limit_user_points": 1_000_000_000, "rate_limit_ip_points": 1_000_000_000}
@@ -39,6 +42,12 @@ class Settings(BaseSettings):
 
     # Prometheus metrics (metrics.py) at GET /metrics; false: no such route, no per-operation timing.
     metrics_enabled: bool = True
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="/metrics on this port of HOST, not the API's (production default: 9464)",
+    )
     metrics_resolver_sample_rate: float = Field(
         0.1, ge=0, le=1, description="share of root-field resolutions timed (timing every one costs CPU)"
     )
@@ -71,7 +80,11 @@ class Settings(BaseSettings):
     events_max_age_seconds: int = Field(86_400, ge=60, description="and for at most this long")
     subscription_buffer_size: int = Field(100, ge=1, description="events a slow subscriber may lag behind")
     ws_max_connections_per_user: int = Field(20, ge=1, description="open WebSocket connections, per instance")
+    ws_max_subscriptions_per_connection: int = Field(100, ge=1, description="operations running at once on one socket")
     ws_keep_alive_seconds: float = Field(15, gt=0)
+    ws_connection_init_timeout_seconds: float = Field(
+        10, gt=0, description="a new WebSocket must send connection_init within this long (then 4408)"
+    )
 
     # What one request may ask for (GraphQL documents over HTTP and WebSocket).
     max_query_depth: int = Field(10, ge=1)
@@ -84,6 +97,12 @@ class Settings(BaseSettings):
     )
     max_query_cost: int = Field(50_000, ge=1, description="nodes the connections of one operation may return")
     max_body_bytes: int = Field(100_000, ge=1_000, description="an HTTP request body")
+    max_header_bytes: int = Field(
+        16_384, ge=1_024, description="an HTTP request's line and headers together (431 beyond)"
+    )
+    http_read_timeout_seconds: float = Field(
+        10, gt=0, description="a connection's request (headers and body) must arrive within this long"
+    )
     max_response_bytes: int = Field(
         10_000_000, ge=10_000, description="one encoded response (or WebSocket message); over it, an error instead"
     )
@@ -127,6 +146,13 @@ class Settings(BaseSettings):
         return self.taskql_env == "production"
 
     @property
+    def separate_metrics_port(self) -> int | None:
+        """Where `taskql serve` answers /metrics when not on the API's port: in production, never on it."""
+        if not self.metrics_enabled:
+            return None
+        return self.metrics_port or (PRODUCTION_METRICS_PORT if self.is_production else None)
+
+    @property
     def uses_json_logs(self) -> bool:
         return self.log_format == "json" or (self.log_format == "auto" and self.is_production)
 
@@ -152,6 +178,12 @@ class Settings(BaseSettings):
                 f"TASKQL_ENV=production needs JWT_SECRET: a random string of at least "
                 f"{MIN_SECRET_LENGTH} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_port_is_not_the_api_port(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("METRICS_PORT must differ from PORT: it keeps /metrics off the API's port")
         return self
 
     @model_validator(mode="after")

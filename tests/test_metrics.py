@@ -22,6 +22,7 @@ from bson import ObjectId
 from graphql import GraphQLError
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskql.embedded.child import free_port
 from taskql.errors import DomainError
 from taskql.schema.extensions.metrics import (
     ANONYMOUS,
@@ -33,7 +34,7 @@ from taskql.schema.extensions.metrics import (
 )
 from taskql.schema.relay import encode_id
 from taskql.server import build_app
-from taskql.settings import Settings
+from taskql.settings import PRODUCTION_METRICS_PORT, Settings
 from tests.conftest import PASSWORD, GraphQLClient, create_task, sign_up, subscribe
 from tests.live import LiveServer, Subscriber, User
 
@@ -422,3 +423,39 @@ async def test_an_operators_metrics_directory_is_emptied_at_start_and_of_live_ga
         server.stop()
     assert not list(shared.glob("gauge_livesum_*.db"))  # the exited worker's connections count no more
     assert list(shared.glob("histogram_*.db"))  # while what it counted stays counted
+
+
+async def test_production_serves_metrics_on_a_port_of_their_own(live_settings: dict[str, Any], tmp_path: Path) -> None:
+    # /metrics on the API's port tells anyone who can reach the API how it is used, as soon as one
+    # route of the balancer is wrong. In production it has a port of its own, which the balancer
+    # never exposes; with several workers, the supervisor answers for all of them.
+    metrics_port = free_port()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = LiveServer(**live_settings, taskql_env="production", metrics_port=metrics_port, workers=2, tmpdir=temp)
+    server.start()
+    try:
+        for _ in range(10):
+            await _probe(server)
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=10) as api,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}", timeout=10) as internal,
+        ):
+            on_the_api_port = await api.get("/metrics")
+            separate = await scrape(internal)
+    finally:
+        server.stop()
+
+    assert on_the_api_port.status_code == 404
+    assert separate.value(f"{OPERATION}_count", operation_type="query", operation_name="Probe") == 10
+
+
+def test_metrics_leave_the_api_port_in_production_unless_disabled() -> None:
+    production = {"taskql_env": "production", "jwt_secret": "s" * 40, "_env_file": None}
+
+    assert Settings(**production).separate_metrics_port == PRODUCTION_METRICS_PORT
+    assert Settings(**production, metrics_port=9100).separate_metrics_port == 9100
+    assert Settings(**production, metrics_enabled=False).separate_metrics_port is None
+    assert Settings(_env_file=None).separate_metrics_port is None  # development: GET /metrics on the API's port
+    with pytest.raises(ValueError, match="METRICS_PORT must differ from PORT"):
+        Settings(_env_file=None, port=8000, metrics_port=8000)

@@ -539,7 +539,9 @@ def test_kubernetes_pods_probe_drain_and_run_unprivileged(monkeypatch: pytest.Mo
         objects["ConfigMap"]["metadata"]["name"]
     }
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert int(annotations["prometheus.io/port"]) == ports["http"] and annotations["prometheus.io/path"] == "/metrics"
+    # The metrics have a port of their own, which the Service does not expose (see below).
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"] == settings.separate_metrics_port
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_kubernetes_objects_refer_to_each_other_and_keep_metrics_private() -> None:
@@ -557,7 +559,7 @@ def test_kubernetes_objects_refer_to_each_other_and_keep_metrics_private() -> No
     assert deployment["spec"]["replicas"] == hpa["spec"]["minReplicas"]
     assert [metric["resource"]["name"] for metric in hpa["spec"]["metrics"]] == ["cpu"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert service["spec"]["ports"][0]["targetPort"] in {port["name"] for port in container["ports"]}
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]  # not the metrics port
     # Public: /graphql and /healthz only, so /metrics and /readyz are never routed from outside.
     paths = {
         (path["path"], path["pathType"]): path["backend"]["service"]

@@ -28,6 +28,8 @@ from tests.live import LiveServer, Subscriber, User
 CREATE_PROJECT = 'mutation { createProject(input: {name: "Live"}) { project { id } } }'
 CREATE_TASK = "mutation($p: ID!, $t: String!) { createTask(input: {projectId: $p, title: $t}) { task { id } } }"
 UPDATE_TASK = "mutation($i: ID!, $t: String!) { updateTask(input: {id: $i, title: $t}) { task { version } } }"
+TASK_KINDS = "subscription($p: ID!) { taskEvents(projectId: $p) { kind } }"
+TASK_KINDS_AFTER = "subscription($p: ID!, $a: String) { taskEvents(projectId: $p, after: $a) { kind } }"
 DELETE_TASK = "mutation($i: ID!) { deleteTask(input: {id: $i}) { deletedTaskId } }"
 ADD_MEMBER = """
 mutation($p: ID!, $e: String!) {
@@ -249,17 +251,29 @@ async def test_ending_the_login_ends_its_subscriptions_within_a_second_on_every_
     assert ended_after < 1.0
 
 
-async def test_an_access_token_that_expires_ends_the_subscription(server: LiveServer) -> None:
+async def test_an_access_token_that_expires_ends_the_subscription_then_closes_the_socket(server: LiveServer) -> None:
     owner = await User.register(server, "Owner")
     project_id = await create_project(owner)
     claims = jwt.decode(owner.token, options={"verify_signature": False})
     short_lived = jwt.encode({**claims, "exp": int(time.time()) + 2}, TEST_SECRET, algorithm="HS256")
+    init = {"type": "connection_init", "payload": {"authorization": f"Bearer {short_lived}"}}
+    subscribe = {"id": "1", "type": "subscribe", "payload": {"query": TASK_KINDS, "variables": {"p": project_id}}}
 
-    async with Subscriber(server, short_lived, project_id) as subscriber:
-        error = await subscriber.ended(timeout=10)
+    received = []
+    async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as socket:
+        await socket.send(json.dumps(init))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        await socket.send(json.dumps(subscribe))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                received.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
 
-    assert isinstance(error, TransportQueryError)
-    assert error.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # The subscription says why it ended; then the socket closes with 4403, which graphql-ws clients
+    # answer by reconnecting with a fresh token (every operation on the old socket would be refused).
+    assert [message["type"] for message in received] == ["next", "complete"]
+    assert received[0]["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    assert "expired" in closed.value.rcvd.reason
 
 
 async def test_subscriptions_survive_a_redis_restart(
@@ -484,3 +498,24 @@ async def test_a_websocket_message_larger_than_an_http_body_closes_the_socket(
             await asyncio.wait_for(socket.recv(), 10)
 
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+
+
+async def test_operations_per_socket_are_limited(start_server: Callable[..., LiveServer]) -> None:
+    server = start_server(ws_max_subscriptions_per_connection=2)
+    owner = await User.register(server, "Owner")
+    project_id = await create_project(owner)
+    init = {"type": "connection_init", "payload": {"authorization": f"Bearer {owner.token}"}}
+
+    async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as socket:
+        await socket.send(json.dumps(init))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        for operation_id in ("1", "2", "3"):
+            payload = {"query": TASK_KINDS_AFTER, "variables": {"p": project_id, "a": "0-0"}}  # replayed: no race
+            await socket.send(json.dumps({"id": operation_id, "type": "subscribe", "payload": payload}))
+        refused = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        await create_task(owner, project_id, "to the two running")
+        delivered = [json.loads(await asyncio.wait_for(socket.recv(), 10)) for _ in range(2)]
+
+    assert (refused["id"], refused["type"]) == ("3", "error")
+    assert refused["payload"][0]["message"] == "Subscription limit reached"
+    assert sorted((message["id"], message["type"]) for message in delivered) == [("1", "next"), ("2", "next")]

@@ -1,0 +1,133 @@
+"""Limits on how a client may hold a connection before its request reaches the app: uvicorn's
+httptools protocol with a deadline for reading a request and a bound on the size of its headers.
+
+uvicorn has neither: a connection that never sends a byte, or sends its headers a byte at a time
+(slowloris), is held for as long as the client likes, and httptools accepts headers of any size (10
+MB were read into memory). The ASGI app cannot help, since it is called once the headers are
+complete. So:
+
+- A request's headers and body must arrive within `read_timeout` seconds, counted from the
+  connection's opening (or, on a kept-alive connection, from the request's first byte). Past it the
+  connection is closed, with 408 if the headers were not complete yet. The time the app takes to
+  answer does not count, and nor does a WebSocket once upgraded (its own limits are elsewhere:
+  message size, pings, the connection_init deadline).
+- The request line and headers together may hold `max_header_bytes` bytes; past it: 431.
+
+`taskql serve` hands uvicorn `limited_http_protocol(settings)` instead of its "httptools".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from taskql.settings import Settings
+
+# Answered before there is a request to route, still as GraphQL-shaped errors with a code.
+_REFUSALS = {
+    408: (b"Request Timeout", "REQUEST_TIMEOUT", "The request did not arrive in time."),
+    431: (b"Request Header Fields Too Large", "HEADERS_TOO_LARGE", "The request's headers are too large."),
+}
+
+
+class _HeadersTooLarge(Exception):
+    """Raised inside the parser's callback: httptools stops parsing and uvicorn answers 400."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, read_timeout: float, max_header_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timeout = read_timeout
+        self._max_header_bytes = max_header_bytes
+        self._read_deadline: asyncio.TimerHandle | None = None
+        self._header_bytes: int | None = None  # while a request's head is being read
+        self._headers_too_large = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_read_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_read_deadline()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        if self._read_deadline is None:  # the next request on a kept-alive connection
+            self._start_read_deadline()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._header_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._stop_read_deadline()
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._stop_read_deadline()
+        super().handle_websocket_upgrade()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to any error raised while parsing, _HeadersTooLarge included.
+        if self._headers_too_large:
+            self._refuse(431)
+        else:
+            super().send_400_response(msg)
+
+    def _count_header_bytes(self, size: int) -> None:
+        assert self._header_bytes is not None
+        self._header_bytes += size
+        if self._header_bytes > self._max_header_bytes:
+            self._headers_too_large = True
+            raise _HeadersTooLarge
+
+    def _start_read_deadline(self) -> None:
+        self._read_deadline = self.loop.call_later(self._read_timeout, self._read_timed_out)
+
+    def _stop_read_deadline(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _read_timed_out(self) -> None:
+        self._read_deadline = None
+        if self.transport.is_closing():
+            return
+        if self._header_bytes is not None:
+            self._refuse(408)
+        else:
+            # Nothing yet (an idle connection), or a body still trickling in to a running request:
+            # the app sees the disconnection.
+            self.transport.close()
+
+    def _refuse(self, status: int) -> None:
+        reason, code, message = _REFUSALS[status]
+        body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+        )
+        self.transport.close()
+
+
+def limited_http_protocol(settings: Settings) -> functools.partial[LimitedHttpToolsProtocol]:
+    """What uvicorn's `http` option takes: a factory of the protocol, one per connection."""
+    return functools.partial(
+        LimitedHttpToolsProtocol,
+        read_timeout=settings.http_read_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+    )

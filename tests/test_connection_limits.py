@@ -1,0 +1,187 @@
+"""How long and how much a client may hold a connection of `taskql serve` before its request reaches
+the app (taskql/http/connection_limits.py): slowloris, idle sockets, trickled bodies, huge headers,
+and WebSockets that never initialise. Raw sockets, since HTTP clients would not misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from tests.conftest import RedisServer
+from tests.live import LiveServer, Subscriber, User
+
+READ_TIMEOUT = 1.0
+MAX_HEADER_BYTES = 4_096
+# How late a deadline may fire on a busy machine and still count as kept. (It may also seem 0.1 s
+# early: the server starts counting when it accepts, a little before the client knows it is connected.)
+SLACK = 3.0
+
+
+@pytest.fixture(scope="module")
+def server(
+    mongodb_uri: str, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    live = LiveServer(
+        mongodb_uri=mongodb_uri,
+        redis_url=shared_redis.new_database(),
+        database=f"test_{uuid.uuid4().hex[:12]}",
+        data_dir=tmp_path_factory.mktemp("limits"),
+        http_read_timeout_seconds=READ_TIMEOUT,
+        max_header_bytes=MAX_HEADER_BYTES,
+        ws_connection_init_timeout_seconds=READ_TIMEOUT,
+    )
+    live.start()
+    yield live
+    live.stop()
+
+
+async def connect(server: LiveServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def answer(reader: asyncio.StreamReader) -> tuple[int | None, bytes, float]:
+    """The status line's code and the body of what the server sends before closing (None: nothing),
+    and when the connection ended."""
+    data = await asyncio.wait_for(reader.read(), READ_TIMEOUT + SLACK + 5)
+    ended = time.monotonic()
+    if not data:
+        return None, b"", ended
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body, ended
+
+
+def healthz(headers: bytes = b"") -> bytes:
+    return b"GET /healthz HTTP/1.1\r\nhost: test\r\n" + headers + b"\r\n"
+
+
+async def test_headers_sent_a_byte_at_a_time_are_cut_off_with_408(server: LiveServer) -> None:
+    # Slowloris: 20 connections each keep a request's headers coming, one byte every 0.2 s.
+    async def slowloris() -> tuple[int | None, bytes, float]:
+        reader, writer = await connect(server)
+        opened = time.monotonic()
+
+        async def trickle() -> None:
+            for byte in healthz(b"x-padding: " + b"a" * 100 + b"\r\n"):
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.2)
+
+        trickling = asyncio.create_task(trickle())
+        try:
+            status, body, ended = await answer(reader)
+        finally:
+            trickling.cancel()
+            writer.close()
+        return status, body, ended - opened
+
+    attackers = [asyncio.create_task(slowloris()) for _ in range(20)]
+    await asyncio.sleep(0.3)
+    reader, writer = await connect(server)  # a bystander meanwhile
+    writer.write(healthz(b"connection: close\r\n"))
+    bystander, _, _ = await answer(reader)
+    writer.close()
+    cut_off = await asyncio.gather(*attackers)
+
+    assert bystander == 200
+    for status, body, held in cut_off:
+        assert status == 408
+        assert json.loads(body)["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
+        assert READ_TIMEOUT - 0.1 <= held < READ_TIMEOUT + SLACK
+
+
+async def test_a_connection_that_sends_nothing_is_closed(server: LiveServer) -> None:
+    reader, writer = await connect(server)
+    opened = time.monotonic()
+    status, _, ended = await answer(reader)
+    writer.close()
+
+    assert status is None  # closed without a word: there was no request to answer
+    assert READ_TIMEOUT - 0.1 <= ended - opened < READ_TIMEOUT + SLACK
+
+
+async def test_a_body_that_trickles_in_is_cut_off(server: LiveServer) -> None:
+    reader, writer = await connect(server)
+    opened = time.monotonic()
+    writer.write(
+        b"POST /graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    )
+
+    async def trickle() -> None:
+        for _ in range(1000):
+            writer.write(b" ")
+            await asyncio.sleep(0.1)
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        _, _, ended = await answer(reader)
+    finally:
+        trickling.cancel()
+        writer.close()
+
+    assert READ_TIMEOUT - 0.1 <= ended - opened < READ_TIMEOUT + SLACK
+
+
+async def test_headers_over_the_limit_get_431_and_under_it_are_served(server: LiveServer) -> None:
+    async def send(padding: int) -> tuple[int | None, bytes, float]:
+        reader, writer = await connect(server)
+        writer.write(healthz(b"x-padding: " + b"a" * padding + b"\r\nconnection: close\r\n"))
+        try:
+            return await answer(reader)
+        finally:
+            writer.close()
+
+    under, _, _ = await send(MAX_HEADER_BYTES - 200)
+    over, body, _ = await send(10 * MAX_HEADER_BYTES)
+
+    assert under == 200
+    assert over == 431
+    assert json.loads(body)["errors"][0]["extensions"]["code"] == "HEADERS_TOO_LARGE"
+
+
+async def test_the_deadline_is_per_request_on_a_kept_alive_connection(server: LiveServer) -> None:
+    reader, writer = await connect(server)
+    statuses = []
+    for _ in range(3):  # 3 requests 0.7 s apart: longer than the deadline in all, each within it
+        writer.write(healthz())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"content-length")).split(b":")[1])
+        await reader.readexactly(length)
+        statuses.append(int(head.split(b" ", 2)[1]))
+        await asyncio.sleep(0.7)
+    writer.close()
+
+    assert statuses == [200, 200, 200]
+
+
+async def test_a_websocket_outlives_the_read_deadline(server: LiveServer) -> None:
+    owner = await User.register(server, "Owner")
+    project = await owner.execute('mutation { createProject(input: {name: "P"}) { project { id } } }')
+    project_id = project["createProject"]["project"]["id"]
+
+    async with Subscriber(server, owner.token, project_id, after="0-0") as subscriber:
+        await asyncio.sleep(READ_TIMEOUT * 2)
+        await owner.execute(
+            'mutation($p: ID!) { createTask(input: {projectId: $p, title: "late"}) { task { id } } }',
+            {"p": project_id},
+        )
+        events = await subscriber.wait_for(1)
+
+    assert [event["task"]["title"] for event in events] == ["late"]
+
+
+async def test_a_websocket_that_never_initialises_is_closed_with_4408(server: LiveServer) -> None:
+    async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as socket:
+        opened = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), READ_TIMEOUT + SLACK + 5)
+        held = time.monotonic() - opened
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+    assert held < READ_TIMEOUT + SLACK
