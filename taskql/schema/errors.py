@@ -64,17 +64,8 @@ def _recode(error: GraphQLError, message: str, extensions: dict[str, Any]) -> No
     error.original_error = None
 
 
-# In production, what replaces a validation message of graphql-core's: those name the types, fields
-# and arguments the document should have used ("Field 'viewer' of type 'User' must have a selection
-# of subfields"), from which a tool like clairvoyance rebuilds the schema that introspection hides.
-SCHEMA_HIDDEN = "This document does not match the schema."
-_INTROSPECTION_OFF = "GraphQL introspection has been disabled"  # names only what the document asked for
-
-
-def format_errors(errors: list[GraphQLError], request_id: str | None, *, hide_schema: bool = False) -> None:
+def format_errors(errors: list[GraphQLError], request_id: str | None) -> None:
     """Give every error an `extensions.code`; unexpected exceptions become a masked INTERNAL_SERVER_ERROR.
-    With `hide_schema` (production), graphql-core's validation messages become SCHEMA_HIDDEN; TaskQL's
-    own limits come with their code and keep their message.
 
     Runs from Schema.process_errors and edits the errors in place: that hook sees every error
     (parse, validation, execution), while extension hooks are skipped for parse errors.
@@ -95,8 +86,6 @@ def format_errors(errors: list[GraphQLError], request_id: str | None, *, hide_sc
         elif original is None or isinstance(original, GraphQLError):
             if not (error.extensions and "code" in error.extensions):
                 parse_failed = error.message.startswith("Syntax Error")
-                if hide_schema and not parse_failed and not error.message.startswith(_INTROSPECTION_OFF):
-                    error.message = SCHEMA_HIDDEN
                 code = "GRAPHQL_PARSE_FAILED" if parse_failed else "GRAPHQL_VALIDATION_FAILED"
                 error.extensions = {**(error.extensions or {}), "code": code}
         else:

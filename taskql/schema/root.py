@@ -93,12 +93,11 @@ class Subscription:
 
 class TaskQLSchema(strawberry.Schema):
     documents: Documents  # parsed and validated once per distinct text (guard.py)
-    hide_schema = False  # production: validation messages name nothing of the schema (errors.py)
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Codes and masks errors; logs only unexpected ones (with the request id), not expected failures."""
         context = execution_context.context if execution_context else None
-        format_errors(errors, getattr(context, "request_id", None), hide_schema=self.hide_schema)
+        format_errors(errors, getattr(context, "request_id", None))
         count_errors(errors)  # here, as every error passes here once, with its code
 
 
@@ -111,7 +110,12 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
     tracing = [] if tracer is None else [lambda: GraphQLTracing(tracer)]
     # Next: an operation's duration includes what the other extensions do (parsing, limits, cost).
     measuring = [OperationMetrics] if settings.metrics_enabled else []
-    documents = Documents(validation_rules(settings), shape_limits(settings), settings.max_query_tokens)
+    documents = Documents(
+        validation_rules(settings),
+        shape_limits(settings),
+        settings.max_query_tokens,
+        hide_schema=settings.is_production,
+    )
     schema = TaskQLSchema(
         query=Query,
         mutation=Mutation,
@@ -131,7 +135,6 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
         ),
     )
     schema.documents = documents
-    schema.hide_schema = settings.is_production
     if settings.metrics_enabled and settings.metrics_resolver_sample_rate > 0:
         time_root_fields(schema._schema, settings.metrics_resolver_sample_rate)
     return schema

@@ -31,6 +31,13 @@ from taskql.logs import note_operation
 from taskql.schema.extensions.limits import ShapeLimits
 from taskql.schema.extensions.operation_cost import CostCache, add_to_request, charge, operation_points, report
 
+# In production, what answers graphql-core's validation errors: their messages name the types,
+# fields and arguments the document should have used ("Field 'viewer' of type 'User' must have a
+# selection of subfields"), from which a tool like clairvoyance rebuilds the schema that
+# introspection hides. One error for them all: a document of 1,000 mistakes gets one answer too.
+SCHEMA_HIDDEN = "This document does not match the schema."
+_INTROSPECTION_OFF = "GraphQL introspection has been disabled"  # names only what the document asked for
+
 
 class Prepared:
     """One document text, parsed; its validation errors once it has been validated."""
@@ -48,11 +55,18 @@ class Documents:
     document, which a frozen dataclass hashes by walking every node, on every request)."""
 
     def __init__(
-        self, rules: tuple[type[ValidationRule], ...], shape: ShapeLimits, max_tokens: int, size: int = 256
+        self,
+        rules: tuple[type[ValidationRule], ...],
+        shape: ShapeLimits,
+        max_tokens: int,
+        *,
+        hide_schema: bool = False,
+        size: int = 256,
     ) -> None:
         self._rules = rules
         self._shape = shape
         self._max_tokens = max_tokens
+        self._hide_schema = hide_schema
         # A syntax error raises, and lru_cache keeps nothing for it: a broken document is parsed each time.
         self.prepared = lru_cache(maxsize=size)(self._parse)
 
@@ -67,10 +81,22 @@ class Documents:
                 *self._shape.check(prepared.document),
                 *validate_document(schema, prepared.document, (*default_rules, *self._rules)),
             ]
-            # A document over one of TaskQL's limits (their errors come coded) is answered with
-            # those alone, not also with an error for each of its, say, 1,000 unknown directives.
-            prepared.errors = [error for error in errors if error.extensions] or errors
+            # A document over one of TaskQL's limits (their errors come coded, and name nothing the
+            # document did not) is answered with those alone, not also with an error for each of
+            # its, say, 1,000 unknown directives.
+            limits = [error for error in errors if error.extensions]
+            prepared.errors = limits or (_without_schema(errors) if self._hide_schema else errors)
         return prepared.errors
+
+
+def _without_schema(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """graphql-core's validation errors as production answers them: SCHEMA_HIDDEN, once, at all their places."""
+    hidden = [error for error in errors if not error.message.startswith(_INTROSPECTION_OFF)]
+    if not hidden:
+        return errors
+    nodes = [node for error in hidden for node in error.nodes or ()]
+    kept = [error for error in errors if error not in hidden]
+    return [*kept, GraphQLError(SCHEMA_HIDDEN, nodes=nodes or None)]
 
 
 class OperationGuard(SchemaExtension):
