@@ -174,6 +174,21 @@ async def find_tasks_by_ids(
     return [TaskRecord.from_doc(doc) async for doc in cursor]
 
 
+async def read_task_for_update(
+    db: Database, *, task_id: ObjectId, now: datetime, session: AsyncClientSession | None
+) -> TaskRecord | None:
+    """The task as it is. In a transaction (`session`) it is read by writing its updated_at, which
+    holds it until the commit: a concurrent transaction that writes it conflicts and is retried
+    after this one, so nothing comes between this read and the update that follows."""
+    if session is None:
+        doc = await db.tasks.find_one({"_id": task_id}, projection=_HIDDEN)
+    else:
+        doc = await db.tasks.find_one_and_update(
+            {"_id": task_id}, {"$set": {"updated_at": now}}, projection=_HIDDEN, session=session
+        )  # returns the document as it was before
+    return TaskRecord.from_doc(doc) if doc else None
+
+
 async def update_task_if_version(
     db: Database,
     *,

@@ -29,8 +29,6 @@ DESCRIPTION_MAX_LENGTH = 10_000
 MAX_TAGS = 20
 TAG_MAX_LENGTH = 50
 MAX_QUERY_LENGTH = 200
-# Without expectedVersion an update is re-applied on the latest version; this bounds the retries.
-MAX_UPDATE_ATTEMPTS = 5
 # Record field -> the name clients see (in userError paths and ActivityEvent.changedFields).
 PUBLIC_NAMES = {
     "title": "title",
@@ -239,46 +237,53 @@ class TaskService:
     async def update(
         self, task_id: ObjectId, changes: Mapping[str, Any], *, expected_version: int | None
     ) -> TaskRecord:
-        """Partial update. With expected_version, a stale version is a VERSION_CONFLICT (no lost update)."""
+        """Partial update. With expected_version, a stale version is a VERSION_CONFLICT (no lost update);
+        without, the change applies to the latest version (the last writer wins), never a conflict."""
         current, project = await self._writable(task_id)
         clean = _check_values(changes, project)
-        for _ in range(MAX_UPDATE_ATTEMPTS):
-            if expected_version is not None and current.version != expected_version:
-                raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
-            changed = {key: value for key, value in clean.items() if getattr(current, key) != _as_stored(value)}
-            if not changed:
-                return current
-            updated, events = await self._write_update(current, changed)
-            if updated is not None:
-                await self._deps.loaders.tasks.store(updated)
-                await self._deps.runtime.task_lists.bump(
-                    projects=[updated.project_id], assignees=[current.assignee_id, updated.assignee_id]
+        if expected_version is not None and current.version != expected_version:
+            raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
+        if not _changed(current, clean):
+            return current
+        while True:  # more than once only without transactions, when another write came between
+            try:
+                updated, events = await self._db.in_transaction(
+                    lambda session: self._write_update(session, task_id, clean, expected_version)
                 )
-                await self._deps.runtime.outbox.publish(events)
-                return updated
-            # Someone else wrote first: compare against the latest version.
-            fresh = await tasks_db.find_tasks_by_ids(self._db, ids=[task_id])
-            if not fresh:
-                raise NotFound(TASK_NOT_FOUND)
-            current = fresh[0]
-        raise VersionConflict(STALE_VERSION)
+            except _Unchanged as unchanged:
+                return unchanged.task
+            if updated is not None:
+                break
+        await self._deps.loaders.tasks.store(updated)
+        await self._deps.runtime.task_lists.bump(
+            projects=[updated.project_id], assignees=[current.assignee_id, updated.assignee_id]
+        )
+        await self._deps.runtime.outbox.publish(events)
+        return updated
 
     async def _write_update(
-        self, current: TaskRecord, changed: dict[str, Any]
+        self, session: AsyncClientSession | None, task_id: ObjectId, clean: dict[str, Any], expected_version: int | None
     ) -> tuple[TaskRecord | None, list[OutboxEvent]]:
-        """Compare-and-set on current.version, with its activity and event; None if the version moved on."""
+        """The update as of the task's latest version, with its activity and event; (None, []) if
+        another write came between reading and writing (possible only without a transaction)."""
         now = utcnow()
+        # In a transaction the read is a write (of updated_at), which holds the task until the commit:
+        # a concurrent update waits for this one (its transaction is retried) and then sees it.
+        current = await tasks_db.read_task_for_update(self._db, task_id=task_id, now=now, session=session)
+        if current is None:
+            raise NotFound(TASK_NOT_FOUND)
+        if expected_version is not None and current.version != expected_version:
+            raise VersionConflict(STALE_VERSION, field=("input", "expectedVersion"))
+        changed = _changed(current, clean)
+        if not changed:
+            raise _Unchanged(current)  # rolls back the updated_at the read wrote
         update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
-
-        async def write(session: AsyncClientSession | None) -> tuple[TaskRecord | None, list[OutboxEvent]]:
-            updated = await tasks_db.update_task_if_version(self._db, current=current, changes=update, session=session)
-            if updated is None:
-                return None, []
-            return updated, await self._record(
-                session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now
-            )
-
-        return await self._db.in_transaction(write)
+        updated = await tasks_db.update_task_if_version(self._db, current=current, changes=update, session=session)
+        if updated is None:
+            return None, []
+        return updated, await self._record(
+            session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now
+        )
 
     async def delete(self, task_id: ObjectId, *, expected_version: int | None) -> None:
         current, _ = await self._writable(task_id)
@@ -299,6 +304,17 @@ class TaskService:
         await self._deps.loaders.tasks.evict(task_id)
         await self._deps.runtime.task_lists.bump(projects=[deleted.project_id], assignees=[deleted.assignee_id])
         await self._deps.runtime.outbox.publish(events)
+
+
+class _Unchanged(Exception):
+    """The latest version already has the requested values: nothing to write (the transaction is abandoned)."""
+
+    def __init__(self, task: TaskRecord) -> None:
+        self.task = task
+
+
+def _changed(current: TaskRecord, clean: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in clean.items() if getattr(current, key) != _as_stored(value)}
 
 
 def _as_stored(value: Any) -> Any:
