@@ -89,10 +89,7 @@ class Context:
         except Unauthenticated as exc:
             self.renew(dataclasses.replace(self.deps, auth_problem=exc.message))
         except PyMongoError as exc:
-            # Report the outage, never its details; the operator gets them under the request id.
-            logger.error("database unavailable while authenticating request %s", self.request_id, exc_info=exc)
-            if isinstance(self.response, Response):
-                self.response.status_code = 503
+            # Report the outage, never its details (db/client.py logs it once).
             raise Unavailable(f"Service temporarily unavailable (request id {self.request_id}).") from exc
         else:
             self.renew(dataclasses.replace(self.deps, viewer=viewer))

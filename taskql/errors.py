@@ -69,15 +69,27 @@ class BadUserInput(DomainError):
     code = "BAD_USER_INPUT"
 
 
-class RateLimited(DomainError):
-    code = "RATE_LIMITED"
+class RetryLater(DomainError):
+    """Refused for now: `retryAfter` seconds in the error and, over HTTP, `Retry-After`."""
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class Unavailable(DomainError):
+class RateLimited(RetryLater):
+    code = "RATE_LIMITED"
+
+
+# When to try again after SERVICE_UNAVAILABLE: about the time a replica set takes to elect a primary,
+# or Redis to come back from a restart.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
+
+class Unavailable(RetryLater):
     """A dependency the operation cannot safely do without is unreachable; try again shortly."""
 
     code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, UNAVAILABLE_RETRY_AFTER_SECONDS)

@@ -59,6 +59,12 @@ WEBSOCKET_CONNECTIONS = Gauge(
     "taskql_websocket_connections", "WebSocket connections open now.", multiprocess_mode="livesum"
 )
 SUBSCRIPTIONS = Gauge("taskql_subscriptions", "GraphQL subscriptions running now.", multiprocess_mode="livesum")
+REDIS_SKIPPED = Counter(
+    "taskql_redis_skipped_operations",
+    "Operations that went without Redis while it was unreachable, by part: cache, task_lists (read MongoDB), "
+    "session_checks (read MongoDB), rate_limits (not counted), events (left to the outbox relay).",
+    ["part"],
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "taskql_rate_limit_rejections",
     "Requests refused with RATE_LIMITED, by the budget that ran out: user, ip (operations), login, register.",

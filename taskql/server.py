@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,6 +50,7 @@ from taskql.http.endpoint import Endpoint
 from taskql.loaders.cache import create_cache
 from taskql.loaders.task_lists import TaskListCache
 from taskql.logs import configure_logging
+from taskql.outage import RedisOutage
 from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import Counters
 from taskql.redis_client import create_redis
@@ -69,6 +70,7 @@ logger = logging.getLogger("taskql.server")
 
 _COUNTED_USER_KEY = "taskql.ws_user"
 _EXPIRY_KEY = "taskql.ws_expiry"
+READY_TIMEOUT_SECONDS = 0.8  # /readyz answers within a second, whatever is down
 # Between a socket's subscriptions ending with UNAUTHENTICATED at its token's expiry
 # (services/events.py) and the socket closing: time for those errors to reach the client first.
 _EXPIRED_SOCKET_GRACE_SECONDS = 1.0
@@ -153,11 +155,14 @@ class TaskQLGraphQL(GraphQL):
             too_large: GraphQLHTTPResponse = {"data": None, "errors": [error]}
             response_data = [too_large] * len(response_data) if isinstance(response_data, list) else too_large
             response = super().create_response(response_data, sub_response)
+        graphql_response = sub_response.media_type == http_protocol.GRAPHQL_RESPONSE_JSON
         retry_after = http_protocol.retry_after(response_data)
         if retry_after is not None:
-            response.status_code = 429
-            response.headers["retry-after"] = str(retry_after)
-        if sub_response.media_type == http_protocol.GRAPHQL_RESPONSE_JSON:
+            code, seconds = retry_after
+            response.headers["retry-after"] = str(seconds)
+            if code == "RATE_LIMITED" or graphql_response:
+                response.status_code = http_protocol.RETRY_STATUSES[code]
+        if graphql_response:
             response.headers["content-type"] = http_protocol.GRAPHQL_RESPONSE_JSON
             if retry_after is None and isinstance(response_data, dict) and "data" not in response_data:
                 response.status_code = 400
@@ -228,20 +233,22 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
     tracer = None if tracer_provider is None else tracer_provider.get_tracer("taskql")
     redis = create_redis(settings)  # connects on first use; closed by the lifespan
     instrument_redis(redis, tracer_provider)
+    redis_outage = RedisOutage(retry_seconds=settings.cache_retry_seconds)  # shared by every part using Redis
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = create_client(settings, mongodb_uri, listeners=mongo_listeners(tracer_provider))
-        event_store = create_event_store(settings, tracer_provider)
+        event_store = create_event_store(settings, redis, tracer_provider)
         events = EventBroker(event_store, buffer_size=settings.subscription_buffer_size)
         ended_logins = EndedLogins(events)
         db = Database(client, settings)
-        outbox = Outbox(db, events)
-        cache = create_cache(settings, redis)
+        outbox = Outbox(db, events, redis_outage)
+        cache = create_cache(settings, redis, redis_outage)
         revocations = Revocations(
             redis,
             db,
             access_ttl_seconds=settings.access_token_ttl_seconds,
+            outage=redis_outage,
             retry_seconds=settings.cache_retry_seconds,
         )
         try:
@@ -262,13 +269,14 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                     redis,
                     enabled=settings.cache_enabled,
                     ttl_seconds=settings.cache_task_ttl_seconds,
-                    retry_seconds=settings.cache_retry_seconds,
+                    outage=redis_outage,
                     stats=cache.stats,
                 ),
                 events=events,
                 ended_logins=ended_logins,
                 outbox=outbox,
                 rate_limits=Counters(redis),
+                redis_outage=redis_outage,
                 trusted_proxies=parse_networks(settings.trusted_proxies),
                 persisted_queries=PersistedQueries.create(
                     redis, ttl_seconds=settings.apq_ttl_seconds, allowlist_file=settings.persisted_operations_file
@@ -294,19 +302,22 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        """Ready to serve: MongoDB and Redis answer; indexes were ensured at startup."""
+        """Ready to serve: MongoDB and Redis answer (within READY_TIMEOUT_SECONDS); indexes were
+        ensured at startup. Nothing is logged: probes come every few seconds, and the outages are
+        logged once each where they are met (outage.py, db/client.py)."""
         runtime: Runtime = request.app.state.runtime
-        failing = []
-        try:
-            await runtime.db.client.admin.command("ping")
-        except PyMongoError:
-            logger.warning("readiness check: MongoDB unreachable", exc_info=True)
-            failing.append("mongodb")
-        try:
-            await redis.ping()
-        except RedisError:
-            logger.warning("readiness check: Redis unreachable", exc_info=True)
-            failing.append("redis")
+
+        async def answers_in_time(ping: Awaitable[object]) -> bool:
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                    await ping
+            except (PyMongoError, RedisError, TimeoutError):
+                return False
+            return True
+
+        pings = {"mongodb": runtime.db.client.admin.command("ping"), "redis": redis.ping()}
+        answered = await asyncio.gather(*(answers_in_time(ping) for ping in pings.values()))
+        failing = [name for name, ok in zip(pings, answered, strict=True) if not ok]
         if failing:
             return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
         return JSONResponse({"status": "ok"})

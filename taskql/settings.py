@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     mongodb_max_pool_size: int = Field(100, ge=1)
     mongodb_min_pool_size: int = Field(0, ge=0)
     mongodb_timeout_ms: int = Field(10_000, ge=100)
-    mongodb_server_selection_timeout_ms: int = Field(5_000, ge=100)
+    mongodb_server_selection_timeout_ms: int = Field(
+        2_000, ge=100, description="how long a request waits for a usable server before SERVICE_UNAVAILABLE"
+    )
     mongodb_read_preference: Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"] = (
         "primary"
     )

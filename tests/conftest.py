@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -292,6 +293,15 @@ class RedisServer:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def pause(self) -> None:
+        """Hangs it (SIGSTOP): connections stay open and nothing is answered, as with a stuck server."""
+        assert self._server.pid is not None
+        os.kill(self._server.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._server.pid is not None
+        os.kill(self._server.pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,8 @@ async def stores(redis_url: str) -> AsyncIterator[Callable[..., EventStore]]:
     made: list[EventStore] = []
 
     def make(max_length: int = 1_000) -> EventStore:
-        made.append(
-            EventStore(Redis.from_url(redis_url, socket_timeout=10), max_length=max_length, max_age_seconds=3_600)
-        )
+        client = Redis.from_url(redis_url, socket_timeout=10)
+        made.append(EventStore(client, client, max_length=max_length, max_age_seconds=3_600))
         return made[-1]
 
     yield make

@@ -18,34 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Iterable
 from datetime import datetime
 
 from bson import ObjectId
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from taskql.db import sessions as sessions_db
 from taskql.db.client import Database
 from taskql.outage import RedisOutage
 
-logger = logging.getLogger("taskql.auth")
 CLOCK_SKEW_SECONDS = 60  # markers outlive the tokens they end by this much
 SESSION_ENDED = "The session has ended; sign in again."
 
 
 class Revocations:
-    def __init__(self, redis: Redis, db: Database, *, access_ttl_seconds: int, retry_seconds: float) -> None:
+    def __init__(
+        self, redis: Redis, db: Database, *, access_ttl_seconds: int, outage: RedisOutage, retry_seconds: float
+    ) -> None:
         self._redis = redis
         self._db = db
         self._ttl = access_ttl_seconds + CLOCK_SKEW_SECONDS
         self._retry_seconds = retry_seconds
         self._unwritten: set[ObjectId] = set()
         self._retrying: asyncio.Task[None] | None = None
-        self._outage = RedisOutage(
-            logger, what="Redis (session checks)", meanwhile="reading MongoDB", retry_seconds=retry_seconds
-        )
+        self._outage = outage
 
     @staticmethod
     def key(family_id: ObjectId) -> str:
@@ -61,7 +58,9 @@ class Revocations:
     async def is_active(self, *, family_id: ObjectId, user_id: ObjectId, now: datetime) -> bool:
         """Whether the login may still be used: from Redis, or MongoDB when Redis cannot be trusted."""
         if not self._unwritten:
-            ok, revoked = await self._outage.attempt(lambda: self._redis.exists(self.key(family_id)))
+            ok, revoked = await self._outage.attempt(
+                lambda: self._redis.exists(self.key(family_id)), part="session_checks"
+            )
             if ok:
                 return not revoked
         return await sessions_db.is_family_active(self._db, family_id=family_id, user_id=user_id, now=now)
@@ -76,15 +75,16 @@ class Revocations:
         pending = list(self._unwritten)
         if not pending:
             return
-        try:
+
+        async def write() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for family_id in pending:
                     pipe.set(self.key(family_id), 1, ex=self._ttl)
                 await pipe.execute()
-        except RedisError as exc:
-            logger.error("could not record %d revoked logins in Redis, retrying: %s", len(pending), exc)
-            return
-        self._unwritten.difference_update(pending)
+
+        ok, _ = await self._outage.attempt(write, part="session_checks")
+        if ok:  # otherwise retried (and the outage logged once, by RedisOutage)
+            self._unwritten.difference_update(pending)
 
     async def _retry(self) -> None:
         while self._unwritten:

@@ -1,18 +1,30 @@
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import pymongo
 from pymongo import AsyncMongoClient, ReadPreference, WriteConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.monitoring import CommandListener
+from pymongo.monitoring import (
+    CommandListener,
+    TopologyClosedEvent,
+    TopologyDescriptionChangedEvent,
+    TopologyListener,
+    TopologyOpenedEvent,
+)
 from pymongo.read_concern import ReadConcern
 
+from taskql.errors import Unavailable
 from taskql.settings import Settings
 
 T = TypeVar("T")
+_Listener = CommandListener | TopologyListener
+logger = logging.getLogger("taskql.db")
 
 _READ_PREFERENCES = {
     "primary": ReadPreference.PRIMARY,
@@ -23,18 +35,55 @@ _READ_PREFERENCES = {
 }
 
 
-def create_client(settings: Settings, uri: str, listeners: Sequence[CommandListener] = ()) -> AsyncMongoClient:
-    """The one client of this process: pool, timeouts and tz-aware datetimes from settings."""
+def create_client(settings: Settings, uri: str, listeners: Sequence[_Listener] = ()) -> AsyncMongoClient:
+    """The one client of this process: pool, timeouts and tz-aware datetimes from settings.
+
+    The timeouts are per step, not the driver's one timeoutMS: with timeoutMS the driver waits for
+    a usable server for all of it, so with the database down every request took 10 s to fail. Here
+    finding a server (and connecting) is bounded by MONGODB_SERVER_SELECTION_TIMEOUT_MS (2 s), each
+    reply by MONGODB_TIMEOUT_MS, and a transaction with its retries by MONGODB_TIMEOUT_MS too
+    (Database.in_transaction)."""
     return AsyncMongoClient(
         uri,
         tz_aware=True,
         maxPoolSize=settings.mongodb_max_pool_size,
         minPoolSize=settings.mongodb_min_pool_size,
-        timeoutMS=settings.mongodb_timeout_ms,
         serverSelectionTimeoutMS=settings.mongodb_server_selection_timeout_ms,
+        connectTimeoutMS=settings.mongodb_server_selection_timeout_ms,
+        socketTimeoutMS=settings.mongodb_timeout_ms,
+        waitQueueTimeoutMS=settings.mongodb_timeout_ms,
         appname="taskql",
-        event_listeners=list(listeners),
+        event_listeners=[*listeners, OutageLog()],
     )
+
+
+class OutageLog(TopologyListener):
+    """Logs once when the database has no server left to write to (down, unreachable, electing a
+    primary), with the cause, and once when it has one again, with how long it took."""
+
+    def __init__(self) -> None:
+        self._lost_at: float | None = None
+
+    def opened(self, event: TopologyOpenedEvent) -> None:
+        pass
+
+    def closed(self, event: TopologyClosedEvent) -> None:
+        pass
+
+    def description_changed(self, event: TopologyDescriptionChangedEvent) -> None:
+        writable = event.new_description.has_writable_server()
+        if writable and self._lost_at is not None:
+            logger.warning("MongoDB writable again after %.1f s", time.monotonic() - self._lost_at)
+            self._lost_at = None
+        elif not writable and self._lost_at is None and event.previous_description.has_writable_server():
+            self._lost_at = time.monotonic()
+            errors = [
+                str(server.error) for server in event.new_description.server_descriptions().values() if server.error
+            ]
+            logger.warning(
+                "MongoDB has no server to write to (%s); requests that need it answer SERVICE_UNAVAILABLE",
+                errors[0] if errors else "no primary",
+            )
 
 
 def _write_concern(setting: str) -> WriteConcern:
@@ -52,6 +101,7 @@ class Database:
             write_concern=_write_concern(settings.mongodb_write_concern),
         )
         self.supports_transactions = False
+        self._timeout_seconds = settings.mongodb_timeout_ms / 1000
 
     async def detect_capabilities(self) -> None:
         """Transactions need a replica set or a sharded cluster; a standalone server gets plain writes."""
@@ -83,15 +133,20 @@ class Database:
         return self.db["outbox"]
 
     async def in_transaction(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
-        """Run `work` atomically (retrying transient transaction errors) where the server allows it."""
+        """Run `work` atomically (retrying transient transaction errors) where the server allows it.
+        With no server to write to, at once: SERVICE_UNAVAILABLE rather than a wait for a primary."""
         if not self.supports_transactions:
             return await work(None)
-        async with self.client.start_session() as session:
-            # Primary: a transaction that reads must, and it would otherwise take the client's read
-            # preference, which a MONGODB_URI may set (readPreference=...).
-            return await session.with_transaction(
-                work,
-                read_concern=ReadConcern("majority"),
-                write_concern=WriteConcern("majority"),
-                read_preference=ReadPreference.PRIMARY,
-            )
+        if not self.client.topology_description.has_writable_server():
+            raise Unavailable("Service temporarily unavailable: the database cannot take writes; try again shortly.")
+        # The driver retries a transaction for up to 120 s; the timeout bounds that, server selection included.
+        with pymongo.timeout(self._timeout_seconds):
+            async with self.client.start_session() as session:
+                # Primary: a transaction that reads must, and it would otherwise take the client's
+                # read preference, which a MONGODB_URI may set (readPreference=...).
+                return await session.with_transaction(
+                    work,
+                    read_concern=ReadConcern("majority"),
+                    write_concern=WriteConcern("majority"),
+                    read_preference=ReadPreference.PRIMARY,
+                )

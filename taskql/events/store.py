@@ -49,10 +49,15 @@ return id
 
 
 class EventStore:
-    """One Redis Stream per project, trimmed by length (MAXLEN) and age (MINID), both approximate."""
+    """One Redis Stream per project, trimmed by length (MAXLEN) and age (MINID), both approximate.
 
-    def __init__(self, client: Redis, *, max_length: int, max_age_seconds: int) -> None:
+    Two clients: `client`, the process's, appends (REDIS_TIMEOUT_SECONDS: a write that publishes its
+    event never waits longer for Redis, and the append shares the process's round trips);
+    `blocking_client` reads, blocking reads included, with a socket that waits longer than they block."""
+
+    def __init__(self, client: Redis, blocking_client: Redis, *, max_length: int, max_age_seconds: int) -> None:
         self._client = client
+        self._blocking_client = blocking_client
         self._max_length = max_length
         self._max_age_seconds = max_age_seconds
         self._append_once = client.register_script(_APPEND_ONCE)
@@ -89,21 +94,21 @@ class EventStore:
 
     async def _info(self, channel: str) -> dict[Any, Any] | None:
         try:
-            return await self._client.xinfo_stream(self._key(channel))
+            return await self._blocking_client.xinfo_stream(self._key(channel))
         except ResponseError:  # no such stream yet
             return None
 
     async def read_after(self, channel: str, after: str, count: int) -> list[Entry]:
-        rows = await self._client.xrange(self._key(channel), min=f"({after}", count=count)
+        rows = await self._blocking_client.xrange(self._key(channel), min=f"({after}", count=count)
         return [_entry(entry_id, fields) for entry_id, fields in rows]
 
     async def wait_after(self, channel: str, after: str, timeout_seconds: float) -> list[Entry]:
         """Entries after `after`, waiting up to the timeout for the first one."""
-        reply = await self._client.xread({self._key(channel): after}, block=int(timeout_seconds * 1000))
+        reply = await self._blocking_client.xread({self._key(channel): after}, block=int(timeout_seconds * 1000))
         return [_entry(entry_id, fields) for _, rows in reply for entry_id, fields in rows]
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._blocking_client.aclose()  # the other is the process's, closed with it
 
 
 def _entry(entry_id: str | bytes, fields: dict[Any, Any]) -> Entry:
@@ -111,14 +116,19 @@ def _entry(entry_id: str | bytes, fields: dict[Any, Any]) -> Entry:
     return Entry(as_text(entry_id), decode_document(as_text(raw)))
 
 
-def create_event_store(settings: Settings, tracer_provider: TracerProvider | None = None) -> EventStore:
-    """The store on a Redis client of its own, whose socket waits as long as a blocking read."""
+def create_event_store(settings: Settings, client: Redis, tracer_provider: TracerProvider | None = None) -> EventStore:
+    """The store on the process's client, and a client of its own for blocking reads."""
     assert settings.redis_url is not None, "taskql serve sets REDIS_URL (an embedded server when unset)"
     # Blocking reads wait up to READ_BLOCK_SECONDS: the socket must wait longer than that.
-    client = Redis.from_url(
+    blocking_client = Redis.from_url(
         settings.redis_url,
         socket_timeout=READ_BLOCK_SECONDS + 5,
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
-    instrument_redis(client, tracer_provider)
-    return EventStore(client, max_length=settings.events_max_length, max_age_seconds=settings.events_max_age_seconds)
+    instrument_redis(blocking_client, tracer_provider)
+    return EventStore(
+        client,
+        blocking_client,
+        max_length=settings.events_max_length,
+        max_age_seconds=settings.events_max_age_seconds,
+    )

@@ -123,11 +123,17 @@ def is_request_error(result: dict[str, Any]) -> bool:
     return result.get("data") is None and bool(errors) and all("path" not in error for error in errors)
 
 
-def retry_after(response_data: Any) -> int | None:
-    """Seconds to wait when the request was refused for its rate (RATE_LIMITED), else None."""
+# Refusals that say when to try again, and their HTTP status. SERVICE_UNAVAILABLE keeps 200 for
+# `application/json`, whose clients read the error from the body (GraphQL over HTTP).
+RETRY_STATUSES = {"RATE_LIMITED": 429, "SERVICE_UNAVAILABLE": 503}
+
+
+def retry_after(response_data: Any) -> tuple[str, int] | None:
+    """(code, seconds to wait) of a request refused for now (RATE_LIMITED, SERVICE_UNAVAILABLE), else None."""
     errors = response_data.get("errors") if isinstance(response_data, dict) else None
     for error in errors or ():
         extensions = error.get("extensions") or {}
-        if extensions.get("code") == "RATE_LIMITED":
-            return int(extensions.get("retryAfter", 1))
+        code = extensions.get("code")
+        if code in RETRY_STATUSES:
+            return code, int(extensions.get("retryAfter", 1))
     return None

@@ -17,7 +17,6 @@ version" markers for them: a marker is a miss for readers and only a newer docum
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,7 +30,6 @@ from taskql.codec import as_text, decode_document, encode_document
 from taskql.outage import RedisOutage
 from taskql.settings import Settings
 
-logger = logging.getLogger("taskql.cache")
 T = TypeVar("T")
 
 CACHE_FORMAT_VERSION = 1  # bump when a cached document's shape changes: old entries are then ignored
@@ -118,14 +116,12 @@ class EntityCache:
         backend: RedisBackend | None,
         *,
         ttl_seconds: Mapping[str, int],
-        retry_after_seconds: float = 1.0,
+        outage: RedisOutage,
         stats: CacheStats | None = None,
     ) -> None:
         self._backend = backend  # None: caching disabled
         self._ttl = dict(ttl_seconds)
-        self._outage = RedisOutage(
-            logger, what="cache", meanwhile="serving from the database", retry_seconds=retry_after_seconds
-        )
+        self._outage = outage
         self.stats = stats or CacheStats()
         self._unwritten: dict[str, tuple[int, int]] = {}  # key -> (version, ttl) not written during an outage
 
@@ -180,7 +176,7 @@ class EntityCache:
                 self.stats.errors += 1
                 raise
 
-        return await self._outage.attempt(counted, owed=lambda: self._replay_unwritten(backend))
+        return await self._outage.attempt(counted, part="cache", owed=lambda: self._replay_unwritten(backend))
 
     async def _replay_unwritten(self, backend: RedisBackend) -> None:
         if not self._unwritten:
@@ -192,7 +188,7 @@ class EntityCache:
         self._unwritten.clear()
 
 
-def create_cache(settings: Settings, redis: Redis) -> EntityCache:
+def create_cache(settings: Settings, redis: Redis, outage: RedisOutage) -> EntityCache:
     """The cache on Redis; with no backend at all when disabled."""
     return EntityCache(
         RedisBackend(redis) if settings.cache_enabled else None,
@@ -201,5 +197,5 @@ def create_cache(settings: Settings, redis: Redis) -> EntityCache:
             "project": settings.cache_project_ttl_seconds,
             "task": settings.cache_task_ttl_seconds,
         },
-        retry_after_seconds=settings.cache_retry_seconds,
+        outage=outage,
     )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -34,7 +33,6 @@ from taskql.db.tasks import TaskRecord, TaskStatsRecord
 from taskql.loaders.cache import CacheStats
 from taskql.outage import RedisOutage
 
-logger = logging.getLogger("taskql.task_lists")
 Owner = Literal["project", "assignee"]  # whose list: a project's tasks, or the tasks assigned to a user
 T = TypeVar("T")
 FORMAT_VERSION = 2  # bump when a cached entry's shape (or a key's) changes
@@ -54,16 +52,14 @@ return result
 
 class TaskListCache:
     def __init__(
-        self, client: Redis, *, enabled: bool, ttl_seconds: int, retry_seconds: float, stats: CacheStats
+        self, client: Redis, *, enabled: bool, ttl_seconds: int, outage: RedisOutage, stats: CacheStats
     ) -> None:
         self._client = client
         self._read = client.register_script(_READ)
         self._enabled = enabled
         self._ttl = ttl_seconds
         self._stats = stats
-        self._outage = RedisOutage(
-            logger, what="task list cache", meanwhile="reading lists from the database", retry_seconds=retry_seconds
-        )
+        self._outage = outage
         self._unbumped: set[str] = set()  # generation keys
 
     @staticmethod
@@ -161,7 +157,7 @@ class TaskListCache:
 
     async def _attempt(self, operation: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
         """(True, result) of a Redis call, after the bumps still owed; (False, None) while Redis fails."""
-        return await self._outage.attempt(operation, owed=self._bump_unbumped)
+        return await self._outage.attempt(operation, part="task_lists", owed=self._bump_unbumped)
 
     async def _bump_unbumped(self) -> None:
         if not self._unbumped:

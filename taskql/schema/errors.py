@@ -9,10 +9,13 @@ from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from pymongo.errors import ConnectionFailure, PyMongoError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from strawberry.permission import BasePermission
 from strawberry.schema.exceptions import InvalidOperationTypeError
 
-from taskql.errors import DomainError, RateLimited, Unauthenticated
+from taskql.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, DomainError, RetryLater, Unauthenticated
 from taskql.services.common import SIGN_IN
 
 logger = logging.getLogger("taskql.errors")
@@ -76,9 +79,13 @@ def format_errors(errors: list[GraphQLError], request_id: str | None) -> None:
             extensions: dict[str, Any] = {"code": original.code}
             if original.field:
                 extensions["field"] = list(original.field)
-            if isinstance(original, RateLimited):
+            if isinstance(original, RetryLater):
                 extensions["retryAfter"] = original.retry_after
             _recode(error, original.message, extensions)
+        elif _unreachable(original):
+            # Not logged per request: the outage is logged once where it is met (db/client.py, outage.py).
+            message = f"Service temporarily unavailable; try again shortly (request id {request_id})."
+            _recode(error, message, {"code": "SERVICE_UNAVAILABLE", "retryAfter": UNAVAILABLE_RETRY_AFTER_SECONDS})
         elif isinstance(original, InvalidOperationTypeError):  # a query over the legacy graphql-ws protocol
             kind = original.operation_type.value
             message = f"A {kind} cannot run here: the graphql-ws protocol carries subscriptions only."
@@ -91,6 +98,13 @@ def format_errors(errors: list[GraphQLError], request_id: str | None) -> None:
         else:
             logger.error("unexpected error in request %s at %s", request_id, error.path, exc_info=original)
             _recode(error, "Internal server error.", {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id})
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """MongoDB or Redis did not answer in time (down, electing a primary, unreachable): not a bug."""
+    if isinstance(exc, ConnectionFailure | RedisConnectionError | RedisTimeoutError):
+        return True
+    return isinstance(exc, PyMongoError) and exc.timeout  # MONGODB_TIMEOUT_MS ran out
 
 
 async def attempt(work: Awaitable[T]) -> tuple[T | None, list[UserError]]:

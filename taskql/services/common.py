@@ -18,6 +18,7 @@ from taskql.http.client_ip import Network
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
 from taskql.loaders.task_lists import TaskListCache
+from taskql.outage import RedisOutage
 from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import Counters
 from taskql.services.outbox import Outbox
@@ -40,6 +41,7 @@ class Runtime:
     ended_logins: EndedLogins
     outbox: Outbox
     rate_limits: Counters
+    redis_outage: RedisOutage  # what every part that uses Redis checks first
     trusted_proxies: tuple[Network, ...]
     persisted_queries: PersistedQueries
     revocations: Revocations

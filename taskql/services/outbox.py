@@ -22,7 +22,6 @@ from bson import ObjectId
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
 
 from taskql.cancellation import raise_if_cancelled
 from taskql.clock import utcnow
@@ -30,6 +29,7 @@ from taskql.db.client import Database
 from taskql.db.outbox import OutboxEvent, delete_events, find_events_created_before, insert_events
 from taskql.db.tasks import TaskRecord
 from taskql.events.broker import EventBroker
+from taskql.outage import RedisOutage
 
 logger = logging.getLogger("taskql.events")
 RELAY_GRACE = timedelta(seconds=5)  # how long a writer has to publish its own events
@@ -63,21 +63,26 @@ class Outbox:
     """Publishes events after their commit. In the background it deletes what was published from the
     outbox (in batches, after the writer has answered) and relays what was not."""
 
-    def __init__(self, db: Database, broker: EventBroker, *, grace: timedelta = RELAY_GRACE) -> None:
+    def __init__(
+        self, db: Database, broker: EventBroker, redis_outage: RedisOutage, *, grace: timedelta = RELAY_GRACE
+    ) -> None:
         self._db = db
         self._broker = broker
+        self._redis_outage = redis_outage
         self._grace = grace
         self._published: list[ObjectId] = []
         self._task: asyncio.Task[None] | None = None
 
     async def publish(self, events: list[OutboxEvent]) -> int:
-        """Publishes committed events in order; returns how many. A failure is logged, not raised: the
-        event and the ones after it (to keep their order) stay in the outbox for the relay."""
+        """Publishes committed events in order; returns how many. While Redis fails (for at most
+        REDIS_TIMEOUT_SECONDS, then not tried for a while: outage.py) the event and the ones after
+        it (to keep their order) stay in the outbox for the relay."""
         for published, event in enumerate(events):
-            try:
-                await self._broker.publish(event.channel, event.payload, event_id=str(event.id))
-            except RedisError as exc:
-                logger.warning("event %s of %s left for the relay: %s", event.id, event.channel, exc)
+            ok, _ = await self._redis_outage.attempt(
+                lambda event=event: self._broker.publish(event.channel, event.payload, event_id=str(event.id)),
+                part="events",
+            )
+            if not ok:
                 return published
             self._published.append(event.id)
         return len(events)
@@ -96,7 +101,7 @@ class Outbox:
         events = await find_events_created_before(self._db, utcnow() - self._grace, limit=RELAY_BATCH)
         if not events:
             return 0
-        logger.warning("relaying %d event(s) their writers did not publish", len(events))
+        logger.info("relaying %d event(s) their writers did not publish", len(events))
         published = await self.publish(events)
         await self.clear_published()
         return published
@@ -114,6 +119,7 @@ class Outbox:
 
     async def _run(self) -> None:
         # Untraced: a trace per poll, every second on every instance, would bury the requests' traces.
+        failing = False  # logged once per outage, not once a second
         with suppress_instrumentation():
             while True:
                 raise_if_cancelled()  # stop() cancelled a relay whose MongoDB call swallowed it
@@ -122,4 +128,8 @@ class Outbox:
                     while await self.relay_once() == RELAY_BATCH:
                         pass
                 except PyMongoError as exc:
-                    logger.warning("outbox unreachable: %s; retrying", exc)
+                    if not failing:
+                        logger.warning("outbox unreachable, retrying every %.0f s: %s", RELAY_INTERVAL_SECONDS, exc)
+                    failing = True
+                else:
+                    failing = False

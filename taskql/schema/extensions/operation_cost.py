@@ -11,13 +11,11 @@ limits still bound what any one request can do.
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from typing import Any
 
 from bson import ObjectId
 from graphql import DocumentNode, GraphQLSchema
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,7 +25,6 @@ from taskql.rate_limits import Budget, Usage
 from taskql.schema.extensions.limits import query_cost
 from taskql.services.common import Deps
 
-logger = logging.getLogger("taskql.rate_limits")
 NODES_PER_POINT = 100
 
 
@@ -83,11 +80,12 @@ async def charge(deps: Deps, user_id: ObjectId | None, points: int) -> Usage | N
     charges = [(f"ip:{deps.client_ip}", Budget("ip", settings.rate_limit_ip_points, window))]
     if user_id is not None:
         charges.insert(0, (f"user:{user_id}", Budget("user", settings.rate_limit_user_points, window)))
-    try:
-        usages = await deps.runtime.rate_limits.charge(charges, points)
-    except RedisError as exc:
-        logger.warning("rate limits unavailable, not counting this operation: %s", exc)
+    counted, usages = await deps.runtime.redis_outage.attempt(
+        lambda: deps.runtime.rate_limits.charge(charges, points), part="rate_limits"
+    )
+    if not counted:  # Redis unreachable: not counted (the outage is logged once, by RedisOutage)
         return None
+    assert usages is not None
     for (_, budget), usage in zip(charges, usages, strict=True):
         if not usage.allowed:
             metrics.RATE_LIMIT_REJECTIONS.labels(budget.name).inc()
