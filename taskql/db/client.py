@@ -19,7 +19,6 @@ from pymongo.monitoring import (
 )
 from pymongo.read_concern import ReadConcern
 
-from taskql.errors import Unavailable
 from taskql.settings import Settings
 
 T = TypeVar("T")
@@ -102,6 +101,7 @@ class Database:
         )
         self.supports_transactions = False
         self._timeout_seconds = settings.mongodb_timeout_ms / 1000
+        self._selection_timeout_seconds = settings.mongodb_server_selection_timeout_ms / 1000
 
     async def detect_capabilities(self) -> None:
         """Transactions need a replica set or a sharded cluster; a standalone server gets plain writes."""
@@ -133,12 +133,14 @@ class Database:
         return self.db["outbox"]
 
     async def in_transaction(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
-        """Run `work` atomically (retrying transient transaction errors) where the server allows it.
-        With no server to write to, at once: SERVICE_UNAVAILABLE rather than a wait for a primary."""
+        """Run `work` atomically (retrying transient transaction errors) where the server allows it."""
         if not self.supports_transactions:
             return await work(None)
         if not self.client.topology_description.has_writable_server():
-            raise Unavailable("Service temporarily unavailable: the database cannot take writes; try again shortly.")
+            # No primary known (down, or being elected): wait for one as long as any request would
+            # (MONGODB_SERVER_SELECTION_TIMEOUT_MS), not the transaction's whole timeout below.
+            with pymongo.timeout(self._selection_timeout_seconds):
+                await self.client.admin.command("ping")
         # The driver retries a transaction for up to 120 s; the timeout bounds that, server selection included.
         with pymongo.timeout(self._timeout_seconds):
             async with self.client.start_session() as session:
