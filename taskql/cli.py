@@ -17,7 +17,6 @@ import uvicorn
 from pydantic import ValidationError
 
 from taskql.embedded import EmbeddedServiceError, embedded_services
-from taskql.http.connection_limits import limited_http_protocol
 from taskql.logs import configure_logging
 from taskql.metrics_dir import shared_metrics_dir
 from taskql.settings import Settings
@@ -98,6 +97,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         _metrics_listener(settings, host, multiprocess=metrics_dir is not None),
     ):
         os.environ.update(MONGODB_URI=served.mongodb_uri or "", REDIS_URL=served.redis_url or "")
+        # Imports prometheus_client (a counter of dropped sockets): after shared_metrics_dir.
+        from taskql.http.connection_limits import limited_http_protocol, limited_websocket_protocol
+
         # Uvicorn shuts down gracefully on SIGTERM or SIGINT, then raises the signal again. Ending the
         # process there would skip stopping the embedded services: a plain exit unwinds these blocks.
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -107,7 +109,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             factory=True,
             host=host,
             port=args.port or settings.port,
-            http=limited_http_protocol(settings),  # reading deadline and header size: http/connection_limits.py
+            # Reading deadline, header size, clients that stop reading: http/connection_limits.py
+            http=limited_http_protocol(settings),
+            ws=limited_websocket_protocol(settings),
             workers=workers,
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
             log_config=None,  # each process configures its own logs (create_app)

@@ -65,6 +65,10 @@ REDIS_SKIPPED = Counter(
     "session_checks (read MongoDB), rate_limits (not counted), events (left to the outbox relay).",
     ["part"],
 )
+WEBSOCKET_DROPPED = Counter(
+    "taskql_websocket_slow_clients_dropped",
+    "WebSockets aborted because their client stopped reading (WS_SEND_BUFFER_BYTES full for WS_STALLED_SECONDS).",
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "taskql_rate_limit_rejections",
     "Requests refused with RATE_LIMITED, by the budget that ran out: user, ip (operations), login, register.",

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     ws_max_connections_per_user: int = Field(20, ge=1, description="open WebSocket connections, per instance")
     ws_max_subscriptions_per_connection: int = Field(100, ge=1, description="operations running at once on one socket")
     ws_keep_alive_seconds: float = Field(15, gt=0)
+    ws_send_buffer_bytes: int = Field(
+        262_144, ge=8_192, description="bytes a WebSocket may hold unsent before its client counts as not reading"
+    )
+    ws_stalled_seconds: float = Field(
+        3, gt=0, description="how long that buffer may stay full before the connection is dropped"
+    )
     ws_connection_init_timeout_seconds: float = Field(
         10, gt=0, description="a new WebSocket must send connection_init within this long (then 4408)"
     )

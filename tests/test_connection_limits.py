@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 import websockets
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from tests.conftest import RedisServer
 from tests.live import LiveServer, Subscriber, User
@@ -23,6 +30,8 @@ MAX_HEADER_BYTES = 4_096
 # How late a deadline may fire on a busy machine and still count as kept. (It may also seem 0.1 s
 # early: the server starts counting when it accepts, a little before the client knows it is connected.)
 SLACK = 3.0
+WS_SEND_BUFFER_BYTES = 16_384
+WS_STALLED_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +46,8 @@ def server(
         http_read_timeout_seconds=READ_TIMEOUT,
         max_header_bytes=MAX_HEADER_BYTES,
         ws_connection_init_timeout_seconds=READ_TIMEOUT,
+        ws_send_buffer_bytes=WS_SEND_BUFFER_BYTES,
+        ws_stalled_seconds=WS_STALLED_SECONDS,
     )
     live.start()
     yield live
@@ -185,3 +196,87 @@ async def test_a_websocket_that_never_initialises_is_closed_with_4408(server: Li
 
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
     assert held < READ_TIMEOUT + SLACK
+
+
+class StalledClient:
+    """A graphql-transport-ws client on a plain socket (websockets' sans-I/O protocol), which stops
+    reading when told to, with a small receive buffer: what a frozen browser tab looks like."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4_096)
+        self.socket.settimeout(10)
+        self.socket.connect(("127.0.0.1", server.port))
+        self.protocol = ClientProtocol(parse_uri(server.ws_url), subprotocols=[Subprotocol("graphql-transport-ws")])
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+        while self.protocol.state is State.CONNECTING:  # the handshake's response
+            self.protocol.receive_data(self.socket.recv(65_536))
+        self.protocol.events_received()
+
+    def _flush(self) -> None:
+        self.socket.sendall(b"".join(self.protocol.data_to_send()))
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(message).encode())
+        self._flush()
+
+    def receive(self) -> dict[str, Any]:
+        while True:
+            for event in self.protocol.events_received():
+                if isinstance(event, Frame):
+                    return json.loads(event.data)
+            self.protocol.receive_data(self.socket.recv(65_536))
+
+    def read_to_the_end(self) -> tuple[int, bool]:
+        """Reads what the server sent until the connection ends: (messages, whether it sent a close frame)."""
+        messages = 0
+        while True:
+            try:
+                data = self.socket.recv(65_536)
+            except ConnectionResetError:
+                data = b""
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            messages += sum(1 for event in self.protocol.events_received() if event.opcode == Opcode.TEXT)
+            if not data:
+                return messages, self.protocol.close_rcvd is not None
+
+
+async def test_a_websocket_whose_client_stops_reading_is_dropped_and_the_others_get_everything(
+    server: LiveServer,
+) -> None:
+    # A socket that never read held ~1,000 events for 40-45 s, in the kernel's buffers and then the
+    # server's, until a keep-alive timed out.
+    owner = await User.register(server, "Owner")
+    project = await owner.execute('mutation { createProject(input: {name: "P"}) { project { id } } }')
+    project_id = project["createProject"]["project"]["id"]
+    descriptions = "subscription($p: ID!) { taskEvents(projectId: $p) { task { description } } }"
+    create = """
+    mutation($p: ID!, $t: String!, $d: String) {
+      createTask(input: {projectId: $p, title: $t, description: $d}) { task { id } }
+    }
+    """
+
+    async with Subscriber(server, owner.token, project_id) as reader:
+        stalled = StalledClient(server)
+        stalled.send({"type": "connection_init", "payload": {"authorization": f"Bearer {owner.token}"}})
+        assert stalled.receive()["type"] == "connection_ack"
+        stalled.send(
+            {"id": "1", "type": "subscribe", "payload": {"query": descriptions, "variables": {"p": project_id}}}
+        )
+        await asyncio.sleep(0.5)  # both subscriptions live; from now on the stalled client reads nothing
+        for n in range(40):
+            await owner.execute(create, {"p": project_id, "t": f"t{n}", "d": "x" * 9_000})
+        events = await reader.wait_for(40, timeout=30)
+        await asyncio.sleep(WS_STALLED_SECONDS + SLACK)
+        received, closed_cleanly = await asyncio.to_thread(stalled.read_to_the_end)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            scrape = (await http.get("/metrics")).text
+
+    assert len(events) == 40  # the others got every event
+    assert received < 40  # what fitted in the buffers before the client stopped reading, then the end
+    assert not closed_cleanly  # aborted: no close frame could reach a client that did not read
+    assert "taskql_websocket_slow_clients_dropped_total 1.0" in scrape

@@ -13,19 +13,35 @@ complete. So:
   message size, pings, the connection_init deadline).
 - The request line and headers together may hold `max_header_bytes` bytes; past it: 431.
 
-`taskql serve` hands uvicorn `limited_http_protocol(settings)` instead of its "httptools".
+And a WebSocket whose client stops reading is dropped. Its messages would otherwise pile up in the
+kernel's send buffer (megabytes on a fast link: a socket that never read held ~1,000 events for 40 s)
+and then in the server's, while the subscription waits to send. The socket may hold
+`ws_send_buffer_bytes` unsent (half in the kernel, half in the server's buffer); once both are full
+and stay full for `ws_stalled_seconds`, the connection is aborted: nothing more can reach that
+client anyway, so no close frame is sent (the client sees 1006, and may reconnect and resume with
+`after`). A client that reads, only too slowly, is told SUBSCRIBER_TOO_SLOW by its subscription
+(events/broker.py) before it gets there.
+
+`taskql serve` hands uvicorn `limited_http_protocol(settings)` instead of its "httptools", and
+`limited_websocket_protocol(settings)` instead of its "websockets-sansio".
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import socket
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from taskql import metrics
 from taskql.settings import Settings
+
+logger = logging.getLogger("taskql.server")
 
 # Answered before there is a request to route, still as GraphQL-shaped errors with a code.
 _REFUSALS = {
@@ -130,4 +146,57 @@ def limited_http_protocol(settings: Settings) -> functools.partial[LimitedHttpTo
         LimitedHttpToolsProtocol,
         read_timeout=settings.http_read_timeout_seconds,
         max_header_bytes=settings.max_header_bytes,
+    )
+
+
+class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, send_buffer_bytes: int, stalled_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._send_buffer_bytes = send_buffer_bytes
+        self._stalled_seconds = stalled_seconds
+        self._stalled: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        half = self._send_buffer_bytes // 2
+        connection = transport.get_extra_info("socket")
+        if connection is not None:  # the kernel's share; Linux reserves twice what is asked for, for itself too
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, half)
+        self.transport.set_write_buffer_limits(high=half)  # past it, sends wait: pause_writing
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_stall_timer()
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self._stalled_seconds, self._drop)
+
+    def resume_writing(self) -> None:
+        self._stop_stall_timer()
+        super().resume_writing()
+
+    def _stop_stall_timer(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _drop(self) -> None:
+        self._stalled = None
+        logger.info(
+            "dropped a WebSocket whose client read nothing for %.0f s (%d bytes waiting)",
+            self._stalled_seconds,
+            self.transport.get_write_buffer_size(),
+        )
+        metrics.WEBSOCKET_DROPPED.inc()
+        self.transport.abort()
+
+
+def limited_websocket_protocol(settings: Settings) -> functools.partial[LimitedWebSocketProtocol]:
+    """What uvicorn's `ws` option takes."""
+    return functools.partial(
+        LimitedWebSocketProtocol,
+        send_buffer_bytes=settings.ws_send_buffer_bytes,
+        stalled_seconds=settings.ws_stalled_seconds,
     )
