@@ -201,6 +201,9 @@ async def _server(
         "WS_MAX_CONNECTIONS_PER_USER": str(plan.connections_per_user),
         # Throughput, not the rate limits, is measured; every request is still charged.
         **{name.upper(): str(value) for name, value in UNLIMITED_RATE.items()},
+        # The users register together, from one address: each registration holds a place among the
+        # failures allowed per IP until it succeeds (services/login_throttle.py).
+        "LOGIN_MAX_FAILURES": "1000",
     }
     with log_path.open("wb") as log:
         # cwd=run_dir: no `.env` of the working tree changes the settings.
