@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -71,7 +72,11 @@ async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, flo
 
 @pytest.mark.parametrize("environment", ["test", "production"])
 async def test_a_database_outage_answers_service_unavailable_fast_then_recovers(
-    doomed_database: tuple[ChildServer, str], redis_url: str, tmp_path: Path, environment: str
+    doomed_database: tuple[ChildServer, str],
+    redis_url: str,
+    tmp_path: Path,
+    environment: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The database killed: signed-in requests waited 10-11 s for a plain-text 503, a login 10.7 s for
     # a masked INTERNAL_SERVER_ERROR, /readyz 10.5-11.4 s. Now: the default timeouts, a coded answer.
@@ -86,6 +91,7 @@ async def test_a_database_outage_answers_service_unavailable_fast_then_recovers(
         data_dir=tmp_path,
         **UNLIMITED_RATE,
     )
+    caplog.set_level(logging.INFO)
     app = build_app(settings)
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
@@ -118,6 +124,11 @@ async def test_a_database_outage_answers_service_unavailable_fast_then_recovers(
     assert (ready.status_code, ready.json()["failing"]) == (503, ["mongodb"])
     assert ready_took < 1.0
     assert recovered["viewer"]["name"] == "Doomed"  # without restarting TaskQL
+    # The outage in the log: once when it started, once when it ended; no line per request or probe.
+    outage = [r.getMessage() for r in caplog.records if r.name == "taskql.db"]
+    assert len(outage) == 2, outage
+    assert outage[0].startswith("MongoDB has no server to write to") and outage[1].startswith("MongoDB writable again")
+    assert not [r for r in caplog.records if r.name in ("taskql.errors", "taskql.server")]
 
 
 async def test_production_serves_no_graphiql(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from pymongo.monitoring import (
     TopologyOpenedEvent,
 )
 from pymongo.read_concern import ReadConcern
+from pymongo.server_type import SERVER_TYPE
 
 from taskql.settings import Settings
 
@@ -70,15 +71,20 @@ class OutageLog(TopologyListener):
         pass
 
     def description_changed(self, event: TopologyDescriptionChangedEvent) -> None:
+        servers = event.new_description.server_descriptions().values()
         writable = event.new_description.has_writable_server()
         if writable and self._lost_at is not None:
             logger.warning("MongoDB writable again after %.1f s", time.monotonic() - self._lost_at)
             self._lost_at = None
-        elif not writable and self._lost_at is None and event.previous_description.has_writable_server():
+        elif (
+            not writable
+            and self._lost_at is None
+            and event.previous_description.has_writable_server()
+            # Not the reset of a client closing: a server was heard from (a secondary, say) or failed.
+            and any(server.error or server.server_type != SERVER_TYPE.Unknown for server in servers)
+        ):
             self._lost_at = time.monotonic()
-            errors = [
-                str(server.error) for server in event.new_description.server_descriptions().values() if server.error
-            ]
+            errors = [str(server.error) for server in servers if server.error]
             logger.warning(
                 "MongoDB has no server to write to (%s); requests that need it answer SERVICE_UNAVAILABLE",
                 errors[0] if errors else "no primary",
