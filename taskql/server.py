@@ -47,6 +47,7 @@ from taskql.http.body_limit import BodyLimitMiddleware
 from taskql.http.client_ip import parse_networks
 from taskql.http.edge import HttpEdge
 from taskql.http.endpoint import Endpoint
+from taskql.keyed_locks import KeyedLocks
 from taskql.loaders.cache import create_cache
 from taskql.loaders.task_lists import TaskListCache
 from taskql.logs import configure_logging
@@ -277,6 +278,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                 outbox=outbox,
                 rate_limits=Counters(redis),
                 redis_outage=redis_outage,
+                task_writes=KeyedLocks(),
                 trusted_proxies=parse_networks(settings.trusted_proxies),
                 persisted_queries=PersistedQueries.create(
                     redis, ttl_seconds=settings.apq_ttl_seconds, allowlist_file=settings.persisted_operations_file

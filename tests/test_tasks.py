@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CREATE_TASK, DELETE_TASK, GraphQLClient, create_task
+from taskql.settings import Settings
+from tests.conftest import CREATE_TASK, DELETE_TASK, GraphQLClient, Instances, create_task
 
 UPDATE_TASK = """
 mutation($input: UpdateTaskInput!) {
@@ -111,16 +112,28 @@ async def test_concurrent_updates_without_version_lose_nothing(owner_client: Gra
 
 @pytest.mark.parametrize("transactions", [True, False], ids=["transactions", "standalone"])
 async def test_many_concurrent_updates_without_version_all_apply(
-    app: Any, owner_client: GraphQLClient, project_id: str, transactions: bool
+    app: Any,
+    instances: Instances,
+    settings: Settings,
+    owner_client: GraphQLClient,
+    project_id: str,
+    transactions: bool,
 ) -> None:
     # Without expectedVersion the last writer wins: 296 of 496 such updates used to fail with
-    # VERSION_CONFLICT under 20 concurrent writers. On a standalone mongod (no transactions) too.
-    app.state.runtime.db.supports_transactions = transactions
+    # VERSION_CONFLICT under 20 concurrent writers. Two instances: their writers meet in the
+    # database, not only in one process's queue. On a standalone mongod (no transactions) too.
+    [other] = await instances.start(settings, 1)
+    writers = [owner_client, other.as_user(owner_client.token)]
+    for instance in (app, *instances.apps):
+        instance.state.runtime.db.supports_transactions = transactions
     task = await create_task(owner_client, project_id)
     changes = [{"title": f"writer {i}", "status": "DONE" if i % 2 else "IN_PROGRESS"} for i in range(20)]
 
     results = await asyncio.gather(
-        *(owner_client.execute(UPDATE_TASK, {"input": {"id": task["id"], **change}}) for change in changes)
+        *(
+            writers[n % 2].execute(UPDATE_TASK, {"input": {"id": task["id"], **change}})
+            for n, change in enumerate(changes)
+        )
     )
 
     assert [r["updateTask"]["userErrors"] for r in results] == [[]] * 20

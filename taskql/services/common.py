@@ -15,6 +15,7 @@ from taskql.errors import Unauthenticated
 from taskql.events.broker import EventBroker
 from taskql.events.ended_logins import EndedLogins
 from taskql.http.client_ip import Network
+from taskql.keyed_locks import KeyedLocks
 from taskql.loaders.cache import EntityCache
 from taskql.loaders.request import Loaders
 from taskql.loaders.task_lists import TaskListCache
@@ -42,6 +43,7 @@ class Runtime:
     outbox: Outbox
     rate_limits: Counters
     redis_outage: RedisOutage  # what every part that uses Redis checks first
+    task_writes: KeyedLocks  # updates of one task from this process take turns (services/tasks.py)
     trusted_proxies: tuple[Network, ...]
     persisted_queries: PersistedQueries
     revocations: Revocations
