@@ -199,6 +199,7 @@ async def _server(
         "JWT_SECRET": jwt_secret,  # one for all instances: each accepts the others' tokens
         "DATA_DIR": str(run_dir),
         "WS_MAX_CONNECTIONS_PER_USER": str(plan.connections_per_user),
+        "WS_PER_MESSAGE_DEFLATE": str(plan.compression == "deflate").lower(),
         # Throughput, not the rate limits, is measured; every request is still charged.
         **{name.upper(): str(value) for name, value in UNLIMITED_RATE.items()},
         # The users register together, from one address: each registration holds a place among the
@@ -788,8 +789,9 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument(
         "--compression",
         choices=("deflate", "none"),
-        default="deflate",
-        help="WebSocket permessage-deflate, as browsers negotiate it (default: %(default)s)",
+        default="none",
+        help="WebSocket permessage-deflate on the servers (WS_PER_MESSAGE_DEFLATE; browsers offer it) "
+        "(default: %(default)s, as TaskQL's default)",
     )
     parser.add_argument("--redis-url", help="a Redis to use (default: an embedded Valkey, as `taskql serve` starts)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON report (default: %(default)s)")

@@ -120,6 +120,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             proxy_headers=False,
             # A WebSocket message may be as large as an HTTP body, not uvicorn's 16 MiB.
             ws_max_size=settings.max_body_bytes,
+            # uvicorn compresses by default: ~44 KiB of zlib state per socket, and each message
+            # compressed once per socket (bench/README.md).
+            ws_per_message_deflate=settings.ws_per_message_deflate,
         )
 
 

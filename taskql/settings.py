@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     ws_max_connections_per_user: int = Field(20, ge=1, description="open WebSocket connections, per instance")
     ws_max_subscriptions_per_connection: int = Field(100, ge=1, description="operations running at once on one socket")
     ws_keep_alive_seconds: float = Field(15, gt=0)
+    ws_per_message_deflate: bool = Field(
+        False, description="compress WebSocket messages when the client offers it (memory and CPU per socket)"
+    )
     ws_send_buffer_bytes: int = Field(
         262_144, ge=8_192, description="bytes a WebSocket may hold unsent before its client counts as not reading"
     )

@@ -519,3 +519,19 @@ async def test_operations_per_socket_are_limited(start_server: Callable[..., Liv
     assert (refused["id"], refused["type"]) == ("3", "error")
     assert refused["payload"][0]["message"] == "Subscription limit reached"
     assert sorted((message["id"], message["type"]) for message in delivered) == [("1", "next"), ("2", "next")]
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["default", "WS_PER_MESSAGE_DEFLATE"])
+async def test_websocket_compression_is_off_unless_enabled(
+    start_server: Callable[..., LiveServer], deflate: bool
+) -> None:
+    # permessage-deflate keeps ~44 KiB of zlib state per socket and compresses every message once per
+    # socket: off by default, though every browser (and this client) offers it.
+    server = start_server(ws_per_message_deflate=deflate)
+    async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as socket:
+        assert socket.request is not None and socket.response is not None
+        offered = socket.request.headers.get("Sec-WebSocket-Extensions", "")
+        accepted = socket.response.headers.get("Sec-WebSocket-Extensions", "")
+
+    assert "permessage-deflate" in offered
+    assert ("permessage-deflate" in accepted) is deflate
