@@ -381,6 +381,34 @@ mutation($id: ID!, $to: ID) { updateTask(input: {id: $id, assigneeId: $to}) { us
 """
 
 
+async def test_an_update_that_waited_its_turn_refreshes_the_list_of_the_assignee_it_replaced(
+    instances: Instances, settings: Settings
+) -> None:
+    # An update reads the task (to authorize it), then waits its turn while another instance hands
+    # the task to Bob and Bob's list is cached. The waiting update then hands it to Cy: Bob's list,
+    # not Ada's (whom it read first), is the one it must refresh.
+    here, there = await instances.start(settings, 2)
+    owner = await sign_up(here, "Owner")
+    project_id = await create_project(owner)
+    ada, bob, cy = [await sign_up(here, name) for name in ("Ada", "Bob", "Cy")]
+    for member in (ada, bob, cy):
+        await add_member(owner, project_id, member, "EDITOR")
+    task = await create_task(owner, project_id, assigneeId=ada.user["id"])
+    bob_reads = there.as_user(bob.token)
+
+    async with instances.apps[0].state.runtime.task_writes.hold(object_id(task["id"])):
+        to_cy = asyncio.create_task(owner.execute(ASSIGN, {"id": task["id"], "to": cy.user["id"]}))
+        await asyncio.sleep(0.5)  # it has read the task (Ada's) and waits for its turn
+        await there.as_user(owner.token).execute(ASSIGN, {"id": task["id"], "to": bob.user["id"]})
+        bob_before = (await bob_reads.execute(MY_TASKS))["myTasks"]["totalCount"]
+        assert not to_cy.done()
+    assert (await to_cy)["updateTask"]["userErrors"] == []
+    bob_after = (await bob_reads.execute(MY_TASKS))["myTasks"]["totalCount"]
+    cy_after = (await there.as_user(cy.token).execute(MY_TASKS))["myTasks"]["totalCount"]
+
+    assert (bob_before, bob_after, cy_after) == (1, 0, 1)
+
+
 async def test_my_tasks_are_served_from_redis_and_follow_every_write_on_another_instance(
     instances: Instances, settings: Settings, command_log: CommandLog
 ) -> None:

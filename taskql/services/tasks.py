@@ -249,27 +249,30 @@ class TaskService:
         # others in the database and be retried at once, over and over (32 concurrent writers of one
         # task cost 47 database commands per update). Other processes' updates still conflict, rarely.
         async with self._deps.runtime.task_writes.hold(task_id):
-            while True:  # more than once only without transactions, when another write came between
+            written = None
+            while written is None:  # more than once only without transactions, when another write came between
                 try:
-                    updated, events = await self._db.in_transaction(
+                    written = await self._db.in_transaction(
                         lambda session: self._write_update(session, task_id, clean, expected_version)
                     )
                 except _Unchanged as unchanged:
                     return unchanged.task
-                if updated is not None:
-                    break
+        replaced, updated, events = written
         await self._deps.loaders.tasks.store(updated)
+        # The assignee the write replaced, not the one read before waiting for the task: another
+        # update may have come between.
         await self._deps.runtime.task_lists.bump(
-            projects=[updated.project_id], assignees=[current.assignee_id, updated.assignee_id]
+            projects=[updated.project_id], assignees=[replaced.assignee_id, updated.assignee_id]
         )
         await self._deps.runtime.outbox.publish(events)
         return updated
 
     async def _write_update(
         self, session: AsyncClientSession | None, task_id: ObjectId, clean: dict[str, Any], expected_version: int | None
-    ) -> tuple[TaskRecord | None, list[OutboxEvent]]:
-        """The update as of the task's latest version, with its activity and event; (None, []) if
-        another write came between reading and writing (possible only without a transaction)."""
+    ) -> tuple[TaskRecord, TaskRecord, list[OutboxEvent]] | None:
+        """The update as of the task's latest version, with its activity and event: (the version it
+        replaced, the new one, the events); None if another write came between reading and writing
+        (possible only without a transaction)."""
         now = utcnow()
         # In a transaction the read is a write (of updated_at), which holds the task until the commit:
         # a concurrent update waits for this one (its transaction is retried) and then sees it.
@@ -284,9 +287,11 @@ class TaskService:
         update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
         updated = await tasks_db.update_task_if_version(self._db, current=current, changes=update, session=session)
         if updated is None:
-            return None, []
-        return updated, await self._record(
-            session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now
+            return None
+        return (
+            current,
+            updated,
+            await self._record(session, updated, "TASK_UPDATED", [PUBLIC_NAMES[key] for key in changed], now),
         )
 
     async def delete(self, task_id: ObjectId, *, expected_version: int | None) -> None:
