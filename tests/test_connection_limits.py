@@ -69,6 +69,24 @@ async def answer(reader: asyncio.StreamReader) -> tuple[int | None, bytes, float
     return int(head.split(b" ", 2)[1]), body, ended
 
 
+async def answer_to_trickle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, *, pause: float
+) -> tuple[int | None, bytes, float]:
+    """What `answer` returns while `data` goes out a byte every `pause` seconds; the connection is closed after."""
+
+    async def trickle() -> None:
+        for byte in data:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(pause)
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        return await answer(reader)
+    finally:
+        trickling.cancel()
+        writer.close()
+
+
 def healthz(headers: bytes = b"") -> bytes:
     return b"GET /healthz HTTP/1.1\r\nhost: test\r\n" + headers + b"\r\n"
 
@@ -78,18 +96,9 @@ async def test_headers_sent_a_byte_at_a_time_are_cut_off_with_408(server: LiveSe
     async def slowloris() -> tuple[int | None, bytes, float]:
         reader, writer = await connect(server)
         opened = time.monotonic()
-
-        async def trickle() -> None:
-            for byte in healthz(b"x-padding: " + b"a" * 100 + b"\r\n"):
-                writer.write(bytes([byte]))
-                await asyncio.sleep(0.2)
-
-        trickling = asyncio.create_task(trickle())
-        try:
-            status, body, ended = await answer(reader)
-        finally:
-            trickling.cancel()
-            writer.close()
+        status, body, ended = await answer_to_trickle(
+            reader, writer, healthz(b"x-padding: " + b"a" * 100 + b"\r\n"), pause=0.2
+        )
         return status, body, ended - opened
 
     attackers = [asyncio.create_task(slowloris()) for _ in range(20)]
@@ -123,18 +132,7 @@ async def test_a_body_that_trickles_in_is_cut_off(server: LiveServer) -> None:
     writer.write(
         b"POST /graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
     )
-
-    async def trickle() -> None:
-        for _ in range(1000):
-            writer.write(b" ")
-            await asyncio.sleep(0.1)
-
-    trickling = asyncio.create_task(trickle())
-    try:
-        _, _, ended = await answer(reader)
-    finally:
-        trickling.cancel()
-        writer.close()
+    _, _, ended = await answer_to_trickle(reader, writer, b" " * 1000, pause=0.1)
 
     assert READ_TIMEOUT - 0.1 <= ended - opened < READ_TIMEOUT + SLACK
 
