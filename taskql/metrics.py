@@ -59,6 +59,12 @@ WEBSOCKET_CONNECTIONS = Gauge(
     "taskql_websocket_connections", "WebSocket connections open now.", multiprocess_mode="livesum"
 )
 SUBSCRIPTIONS = Gauge("taskql_subscriptions", "GraphQL subscriptions running now.", multiprocess_mode="livesum")
+EVENTS_SENT = Counter(
+    "taskql_subscription_events_sent",
+    "Subscription events sent, by path: direct (written by the project's events reader to every caught-up "
+    "subscriber) or task (by the subscription's own task: replays, subscribers catching up, legacy protocol).",
+    ["path"],
+)
 REDIS_SKIPPED = Counter(
     "taskql_redis_skipped_operations",
     "Operations that went without Redis while it was unreachable, by part: cache, task_lists (read MongoDB), "

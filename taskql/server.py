@@ -47,6 +47,7 @@ from taskql.http.body_limit import BodyLimitMiddleware
 from taskql.http.client_ip import parse_networks
 from taskql.http.edge import HttpEdge
 from taskql.http.endpoint import Endpoint
+from taskql.http.subscription_outlet import OutletTransportWSHandler
 from taskql.keyed_locks import KeyedLocks
 from taskql.loaders.cache import create_cache
 from taskql.loaders.task_lists import TaskListCache
@@ -79,6 +80,8 @@ _EXPIRED_SOCKET_GRACE_SECONDS = 1.0
 
 class TaskQLGraphQL(GraphQL):
     """GraphQL over HTTP and WebSocket (graphql-transport-ws and legacy graphql-ws)."""
+
+    graphql_transport_ws_handler_class = OutletTransportWSHandler
 
     def __init__(self, settings: Settings, tracer: Tracer | None) -> None:
         super().__init__(

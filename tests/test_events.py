@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 
 import pytest
 from redis.asyncio import Redis
 
 from taskql.errors import BadUserInput
 from taskql.events.broker import CursorExpired, EventBroker, SubscriberTooSlow, Subscription
-from taskql.events.store import EventStore, parse_id
+from taskql.events.store import Entry, EventStore, parse_id
 from tests.conftest import next_within
 
 pytestmark = pytest.mark.redis  # also run against Redis itself (Makefile)
@@ -175,3 +175,102 @@ async def test_a_subscriber_whose_cancellation_was_swallowed_does_not_wait_for_e
         done, _ = await asyncio.wait([task], timeout=5)
 
     assert task in done and task.cancelled()
+
+
+class RecordingDelivery:
+    """A subscriber served by the reader (the broker's Delivery), recording what reaches it and how."""
+
+    renders: dict[Hashable, list[int]]  # per key: the entries rendered, shared by every delivery of that key
+
+    def __init__(
+        self, key: Hashable, renders: dict[Hashable, list[int]], received: list[tuple[str, int]], **rules: set[int]
+    ) -> None:
+        self.key = key
+        self.renders = renders
+        self.received = received
+        self.rules = rules  # entries it must see in its task, skips, cannot render, refuses to send
+
+    def wants(self, entry: Entry) -> bool | None:
+        n = entry.payload["n"]
+        return None if n in self.rules.get("task", ()) else n not in self.rules.get("skip", ())
+
+    async def render(self, entry: Entry) -> bytes | None:
+        n = entry.payload["n"]
+        self.renders.setdefault(self.key, []).append(n)
+        await asyncio.sleep(0)  # rendering may wait (a field that loads something)
+        return None if n in self.rules.get("unrenderable", ()) else str(n).encode()
+
+    def send(self, rendered: bytes) -> bool:
+        if int(rendered) in self.rules.get("refuse", ()):
+            return False
+        self.received.append(("direct", int(rendered)))
+        return True
+
+
+async def test_caught_up_subscribers_are_served_by_the_reader_once_per_key_and_the_rest_by_their_tasks(
+    store: EventStore, request: pytest.FixtureRequest
+) -> None:
+    broker = EventBroker(store, buffer_size=10)
+    name = channel(request)
+    renders: dict[Hashable, list[int]] = {}
+    received: dict[str, list[tuple[str, int]]] = {"a": [], "b": [], "c": []}
+    deliveries = {
+        "a": RecordingDelivery("shared", renders, received["a"], refuse={2}, unrenderable={4}),
+        "b": RecordingDelivery("shared", renders, received["b"], skip={6}, unrenderable={4}),
+        "c": RecordingDelivery("own", renders, received["c"], task={3}, unrenderable={4}),
+    }
+
+    async def consume(subscription: Subscription, log: list[tuple[str, int]]) -> None:
+        while (entry := await subscription.next()) is not None:
+            log.append(("task", entry.payload["n"]))
+
+    async with contextlib.AsyncExitStack() as stack:
+        consumers = []
+        for who, delivery in deliveries.items():
+            subscription = await stack.enter_async_context(broker.subscribe(name))
+            subscription.deliver_directly(delivery)
+            consumers.append(asyncio.create_task(consume(subscription, received[who])))
+        for n in range(7):
+            await publish(broker, name, n)
+            expected = {"a": n + 1, "b": min(n + 1, 6), "c": n + 1}
+            async with asyncio.timeout(5):  # each consumer is waiting again before the next entry
+                while any(len(received[who]) < count for who, count in expected.items()):
+                    await asyncio.sleep(0.01)
+        for consumer in consumers:
+            consumer.cancel()
+
+    direct, task = "direct", "task"
+    assert received["a"] == [(direct, 0), (direct, 1), (task, 2), (direct, 3), (task, 4), (direct, 5), (direct, 6)]
+    assert received["b"] == [(direct, 0), (direct, 1), (direct, 2), (direct, 3), (task, 4), (direct, 5)]
+    assert received["c"] == [(direct, 0), (direct, 1), (direct, 2), (task, 3), (task, 4), (direct, 5), (direct, 6)]
+    # One render per entry per key, whatever the number of subscribers; none for an entry nobody is sent.
+    assert renders == {"shared": [0, 1, 2, 3, 4, 5, 6], "own": [0, 1, 2, 4, 5, 6]}
+
+
+async def test_a_subscriber_served_by_the_reader_gets_nothing_twice_across_its_replay(
+    store: EventStore, request: pytest.FixtureRequest
+) -> None:
+    broker = EventBroker(store, buffer_size=100)
+    name = channel(request)
+    first = await publish(broker, name, 0)
+    received: list[tuple[str, int]] = []
+
+    async def consume(subscription: Subscription) -> None:
+        while (entry := await subscription.next()) is not None:
+            received.append(("task", entry.payload["n"]))
+
+    async with broker.subscribe(name) as subscription:
+        subscription.deliver_directly(RecordingDelivery("k", {}, received))
+        for n in range(1, 4):  # reach its buffer from the reader, and its replay from the log
+            await publish(broker, name, n)
+        await subscription.replay_after(first)
+        consumer = asyncio.create_task(consume(subscription))
+        for n in range(4, 6):
+            await publish(broker, name, n)
+        async with asyncio.timeout(5):
+            while len(received) < 5:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # anything twice would have come by now
+        consumer.cancel()
+
+    assert received == [("task", 1), ("task", 2), ("task", 3), ("direct", 4), ("direct", 5)]

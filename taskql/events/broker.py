@@ -5,6 +5,14 @@ and hands each entry to the local subscribers' bounded buffers. A subscriber tha
 more than its buffer is dropped with an error instead of slowing the others down. A subscription
 that resumes from a cursor first replays the log after it, then continues live; entries are
 de-duplicated at the seam by their (increasing) IDs.
+
+A subscriber that has caught up can be served by the reader itself (a `Delivery`): while its
+task waits with nothing buffered, the reader renders each entry once for all the waiting
+subscribers with the same `Delivery.key` and writes it to each of them, and no subscriber's task
+wakes. Waking a task per subscriber per event (and the generators and hooks it runs through) was
+most of what a delivery cost. Whatever the reader cannot write that way (an entry the subscriber
+must act on, a result that cannot be shared, a socket that is not keeping up) goes to the
+subscriber's buffer as before, and its task takes over until it has caught up again.
 """
 
 from __future__ import annotations
@@ -13,18 +21,20 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Hashable
+from typing import Any, Protocol
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.exceptions import RedisError
 
+from taskql import metrics
 from taskql.cancellation import raise_if_cancelled
 from taskql.errors import BadUserInput, DomainError
 from taskql.events.store import READ_BLOCK_SECONDS, ZERO_ID, Entry, EventStore, parse_id
 
 logger = logging.getLogger("taskql.events")
 REPLAY_BATCH = 500
+_SENT_DIRECTLY = metrics.EVENTS_SENT.labels("direct")
 RECONNECT_DELAY_SECONDS = 0.5
 
 
@@ -36,16 +46,36 @@ class SubscriberTooSlow(DomainError):
     code = "SUBSCRIBER_TOO_SLOW"
 
 
-class _Buffer:
-    """A subscriber's bounded inbox, filled by the project's reader."""
+class Delivery(Protocol):
+    """How the reader serves a subscriber whose task is waiting, without waking it."""
 
-    def __init__(self, size: int) -> None:
+    @property
+    def key(self) -> Hashable:
+        """Deliveries with equal keys render every entry to the same bytes."""
+
+    def wants(self, entry: Entry) -> bool | None:
+        """True: render and send it; False: nothing to send (skip it); None: the subscriber's task must see it."""
+
+    async def render(self, entry: Entry) -> bytes | None:
+        """What to send for the entry, or None when it cannot be shared (each task then handles it)."""
+
+    def send(self, rendered: bytes) -> bool:
+        """Writes without waiting; False when it could not (the entry then goes to the task)."""
+
+
+class _Buffer:
+    """A subscriber's bounded inbox, filled by the project's reader; `direct` while its task waits."""
+
+    def __init__(self, size: int, last: tuple[int, int]) -> None:
         self.entries: deque[Entry] = deque()
         self.size = size
         self.overflowed = False
         self.ready = asyncio.Event()
+        self.last = last  # the ID of the last entry handed over (by the task or directly): none twice
+        self.direct: Delivery | None = None
 
     def deliver(self, entry: Entry) -> None:
+        self.direct = None  # the task takes over until it has caught up
         if len(self.entries) >= self.size:
             self.overflowed = True
         else:
@@ -78,8 +108,45 @@ class _ProjectReader:
                     continue
                 for entry in entries:
                     self.position = entry.id
-                    for buffer in list(self.buffers):
-                        buffer.deliver(entry)
+                    await self._hand_over(entry)
+
+    async def _hand_over(self, entry: Entry) -> None:
+        entry_id = parse_id(entry.id)
+        groups: dict[Hashable, list[_Buffer]] = {}
+        for buffer in list(self.buffers):
+            delivery = buffer.direct
+            if delivery is None:
+                buffer.deliver(entry)
+            elif entry_id > buffer.last:  # else already handed over, by a replay
+                wanted = delivery.wants(entry)
+                if wanted is None:
+                    buffer.deliver(entry)
+                elif wanted:
+                    groups.setdefault(delivery.key, []).append(buffer)
+                else:
+                    buffer.last = entry_id
+        for group in groups.values():
+            await self._send_directly(entry, entry_id, group)
+
+    @staticmethod
+    async def _send_directly(entry: Entry, entry_id: tuple[int, int], group: list[_Buffer]) -> None:
+        delivery = group[0].direct
+        rendered = None
+        if delivery is not None:
+            try:
+                rendered = await delivery.render(entry)
+            except Exception:  # each task executes it itself and reports what went wrong
+                logger.exception("rendering an event for %d subscribers failed", len(group))
+        sent = 0
+        for buffer in group:
+            # A subscriber may have ended or left while the entry rendered: its delivery is gone.
+            delivery = buffer.direct
+            if rendered is not None and delivery is not None and delivery.send(rendered):
+                buffer.last = entry_id
+                sent += 1
+            else:
+                buffer.deliver(entry)
+        _SENT_DIRECTLY.inc(sent)
 
     async def stop(self) -> None:
         # A blocking read being cancelled may surface as a connection error: the flag ends the loop anyway.
@@ -92,15 +159,19 @@ class _ProjectReader:
 class Subscription:
     """What one subscriber receives: the replay after its cursor, then live entries, in order, once each."""
 
-    def __init__(self, store: EventStore, channel: str, buffer: _Buffer, start: str) -> None:
+    def __init__(self, store: EventStore, channel: str, buffer: _Buffer) -> None:
         self._store = store
         self._channel = channel
         self._buffer = buffer
         self._replay: deque[Entry] = deque()
-        self._last = parse_id(start)
         self._ended = False
         self.end_reason: str | None = None
         self._end_timer: asyncio.TimerHandle | None = None
+        self._delivery: Delivery | None = None
+
+    def deliver_directly(self, delivery: Delivery) -> None:
+        """While next() waits with nothing buffered, the reader sends the entries `delivery` wants itself."""
+        self._delivery = delivery
 
     def end_after(self, seconds: float, reason: str) -> None:
         """After `seconds`, next() returns None (one timer, rather than a timeout on every wait)."""
@@ -110,6 +181,7 @@ class Subscription:
         """From now on next() returns None; `end_reason` says why."""
         if not self._ended:
             self._ended, self.end_reason = True, reason
+            self._buffer.direct = None
             self._buffer.ready.set()
 
     def close(self) -> None:
@@ -125,7 +197,7 @@ class Subscription:
             raise CursorExpired(
                 "Events after this cursor are no longer kept: refetch the data, then subscribe without `after`."
             )
-        self._last = after
+        self._buffer.last = after
         while True:
             batch = await self._store.read_after(self._channel, cursor, REPLAY_BATCH)
             self._replay.extend(batch)
@@ -135,19 +207,25 @@ class Subscription:
 
     async def next(self) -> Entry | None:
         """The next entry, waiting for it; None once the subscription has ended (end, end_after)."""
+        buffer = self._buffer
         while not self._ended:
-            source = self._replay or self._buffer.entries
+            source = self._replay or buffer.entries
             if source:
                 entry = source.popleft()
-                if parse_id(entry.id) > self._last:
-                    self._last = parse_id(entry.id)
+                entry_id = parse_id(entry.id)
+                if entry_id > buffer.last:
+                    buffer.last = entry_id
                     return entry
                 continue
-            if self._buffer.overflowed:
+            if buffer.overflowed:
                 raise SubscriberTooSlow("Too many events were waiting for this subscriber: resume with `after`.")
-            self._buffer.ready.clear()
+            buffer.ready.clear()
             raise_if_cancelled()  # a subscriber that left while its subscription started
-            await self._buffer.ready.wait()
+            buffer.direct = self._delivery  # caught up: the reader serves it until it hands something over
+            try:
+                await buffer.ready.wait()
+            finally:
+                buffer.direct = None
         return None
 
 
@@ -166,12 +244,12 @@ class EventBroker:
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         """A subscription to `channel`, live from now; call replay_after() on it to resume from a cursor."""
-        buffer = _Buffer(self._buffer_size)
         reader = await self._reader(channel)
-        reader.buffers.add(buffer)
-        # Registered before reading the position, with no await between: every entry after it
+        # Registered as of the reader's position, with no await between: every entry after it
         # reaches the buffer; the replay (if any) covers the rest.
-        subscription = Subscription(self._store, channel, buffer, reader.position)
+        buffer = _Buffer(self._buffer_size, last=parse_id(reader.position))
+        reader.buffers.add(buffer)
+        subscription = Subscription(self._store, channel, buffer)
         try:
             yield subscription
         finally:

@@ -22,6 +22,11 @@ client anyway, so no close frame is sent (the client sees 1006, and may reconnec
 `after`). A client that reads, only too slowly, is told SUBSCRIBER_TOO_SLOW by its subscription
 (events/broker.py) before it gets there.
 
+The WebSocket protocol also offers the app `write_now` (scope extension `WRITE_NOW`): a text
+message written at once, or refused (False) while the socket is closing or its buffer is full, for
+live events written to many sockets in a row (http/subscription_outlet.py). ASGI's `send` waits
+while the buffer is full, which would hold every other subscriber back behind the slowest.
+
 `taskql serve` hands uvicorn `limited_http_protocol(settings)` instead of its "httptools", and
 `limited_websocket_protocol(settings)` instead of its "websockets-sansio".
 """
@@ -37,8 +42,11 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
 
 from taskql import metrics
+from taskql.http.subscription_outlet import WRITE_NOW
 from taskql.settings import Settings
 
 logger = logging.getLogger("taskql.server")
@@ -167,6 +175,20 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_stall_timer()
         super().connection_lost(exc)
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # none when the handshake was refused
+        if scope is not None:
+            scope["extensions"][WRITE_NOW] = {"write": self.write_now}
+
+    def write_now(self, text: bytes) -> bool:
+        """Sends one text message (UTF-8) at once; False, sending nothing, when it cannot go now."""
+        if self.close_sent or self.disconnected or not self.writable.is_set() or self.conn.state is not State.OPEN:
+            return False
+        self.conn.send_text(text)  # framed (and compressed, if negotiated) by the sans-I/O connection
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def pause_writing(self) -> None:
         super().pause_writing()

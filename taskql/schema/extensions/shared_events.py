@@ -11,20 +11,40 @@ result.
 
 A result with errors is not shared: its errors may be the executing subscriber's own (it lost
 access a moment ago), so the others execute the event themselves.
+
+On a graphql-transport-ws socket, a subscriber that has caught up is not even woken for an event:
+`event_writer` gives its resolver an `EventWriter` (services/events.py) that renders the shared
+result to the `next` payload's JSON once, and writes it to each subscriber's socket through its
+operation's outlet (http/subscription_outlet.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import orjson
-from graphql import ExecutionResult, FieldNode, GraphQLObjectType, GraphQLSchema, Node, Visitor, print_ast, visit
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    GraphQLField,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    Node,
+    Visitor,
+    print_ast,
+    visit,
+)
+from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+
+from taskql.http.subscription_outlet import Outlet, current_outlet
 
 PER_VIEWER = "taskql.per_viewer"
 RENDERS_KEPT = 1024  # recent (event, operation) results; a few seconds of events for every distinct operation
@@ -50,12 +70,32 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         self._operation_key: Hashable | None = None
         self._event_key: Hashable | None = None
 
-    def build_per_event_executor(self, payload: Any) -> SharedEventExecutor:
+    def build_resolve_info(
+        self, field_def: GraphQLField, field_nodes: list[FieldNode], parent_type: GraphQLObjectType, path: Path
+    ) -> GraphQLResolveInfo:
+        if parent_type is self.schema.subscription_type:
+            # The subscription's resolver is about to be called, in the operation's task: event_writer finds it.
+            _subscribing.set(self)
+        return super().build_resolve_info(field_def, field_nodes, parent_type, path)
+
+    @property
+    def operation_key(self) -> Hashable:
+        """Equal for subscriptions whose events render the same (see the module's docstring)."""
         if self._operation_key is None:
             self._operation_key = self._describe_operation()
+        return self._operation_key
+
+    async def render_event(self, payload: Any) -> ExecutionResult | None:
+        """The shared result of one event for this subscription; None if it has errors (not shareable)."""
+        executor = self.build_per_event_executor(payload)
+        result = executor.execute_operation()
+        result = await result if self.is_awaitable(result) else result
+        return None if result.errors else result
+
+    def build_per_event_executor(self, payload: Any) -> SharedEventExecutor:
         executor = super().build_per_event_executor(payload)
         event_key = getattr(payload, "event_key", None)
-        executor._event_key = None if event_key is None else (event_key, self._operation_key)
+        executor._event_key = None if event_key is None else (event_key, self.operation_key)
         return executor  # type: ignore[return-value]
 
     def execute_operation(self, serially: bool | None = None) -> Any:
@@ -98,6 +138,35 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         per_viewer = usage.fields & _per_viewer_fields(self.schema)
         viewer = self.context_value.deps.viewer.id if per_viewer else None
         return text, variables, viewer
+
+
+_subscribing: ContextVar[SharedEventExecutor | None] = ContextVar("taskql_subscribing", default=None)
+
+
+class SocketEventWriter:
+    """Renders an event for every subscriber of one operation key once, and writes it to one of them."""
+
+    __slots__ = ("_executor", "_outlet", "_to_payload", "key")
+
+    def __init__(self, executor: SharedEventExecutor, outlet: Outlet, to_payload: Callable[[Any], Any]) -> None:
+        self._executor = executor
+        self._outlet = outlet
+        self._to_payload = to_payload
+        self.key = executor.operation_key
+
+    async def render(self, record: Any) -> bytes | None:
+        result = await self._executor.render_event(self._to_payload(record))
+        return None if result is None else orjson.dumps({"data": result.data})
+
+    def send(self, rendered: bytes) -> bool:
+        return self._outlet.send_next(rendered)
+
+
+def event_writer(to_payload: Callable[[Any], Any]) -> SocketEventWriter | None:
+    """For a subscription resolver: a writer of its events straight to the socket, when the operation
+    runs on a socket that offers it (graphql-transport-ws on `taskql serve`); else None."""
+    outlet, executor = current_outlet.get(), _subscribing.get()
+    return None if outlet is None or executor is None else SocketEventWriter(executor, outlet, to_payload)
 
 
 class _Render:
