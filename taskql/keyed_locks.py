@@ -12,13 +12,14 @@ class KeyedLocks:
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}  # key -> (lock, holders and waiters)
 
     @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        """Waits (first come, first served) until no one else holds `key`, and holds it for the block."""
+    async def hold(self, key: Hashable) -> AsyncIterator[bool]:
+        """Waits (first come, first served) until no one else holds `key`, and holds it for the block,
+        which is told whether someone held or awaited it first (what it read before may be stale)."""
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                yield users > 0
         finally:
             lock, users = self._locks[key]
             if users == 1:

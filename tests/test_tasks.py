@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from taskql.schema.relay import decode_id
 from taskql.settings import Settings
-from tests.conftest import CREATE_TASK, DELETE_TASK, GraphQLClient, Instances, create_task
+from tests.conftest import CREATE_TASK, DELETE_TASK, CommandLog, GraphQLClient, Instances, create_task
 
 UPDATE_TASK = """
 mutation($input: UpdateTaskInput!) {
@@ -93,6 +94,26 @@ async def test_concurrent_updates_with_same_version_exactly_one_wins(
     current = (await owner_client.execute(TASK, {"id": task["id"]}))["task"]
     assert (current["title"], current["version"]) == (winners[0]["title"], 2)
     assert current["activity"]["totalCount"] == 2
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["as_read", "changed_meanwhile"])
+async def test_an_update_is_one_write_unless_the_task_changed_since_it_was_read(
+    app: Any, owner_client: GraphQLClient, project_id: str, command_log: CommandLog, stale: bool
+) -> None:
+    task = await create_task(owner_client, project_id)  # cached as written: the update reads it from Redis
+    if stale:  # changed behind the cache's back, as by a write the cache has not heard of yet
+        await app.state.runtime.db.tasks.update_one({"_id": decode_id(task["id"], "Task")}, {"$inc": {"version": 1}})
+    command_log.names.clear()
+
+    data = await owner_client.execute(UPDATE_TASK, {"input": {"id": task["id"], "title": "renamed"}})
+
+    assert data["updateTask"]["userErrors"] == []
+    assert (data["updateTask"]["task"]["title"], data["updateTask"]["task"]["version"]) == ("renamed", 2 + stale)
+    # The task (compare-and-set) and its activity entry; not counted: the outbox's insert, the commit (admin).
+    if stale:  # the compare-and-set missed: the task is read (through a write that holds it), then written
+        assert command_log.names == ["findAndModify", "findAndModify", "findAndModify", "insert"]
+    else:
+        assert command_log.names == ["findAndModify", "insert"]
 
 
 async def test_concurrent_updates_without_version_lose_nothing(owner_client: GraphQLClient, project_id: str) -> None:

@@ -248,15 +248,20 @@ class TaskService:
         # Updates of one task from this process take turns: otherwise each would conflict with the
         # others in the database and be retried at once, over and over (32 concurrent writers of one
         # task cost 47 database commands per update). Other processes' updates still conflict, rarely.
-        async with self._deps.runtime.task_writes.hold(task_id):
+        async with self._deps.runtime.task_writes.hold(task_id) as waited:
+            # The task as read is tried first (one command fewer), unless an update came before this one.
+            guess = None if waited else current
             written = None
             while written is None:  # more than once only without transactions, when another write came between
                 try:
                     written = await self._db.in_transaction(
-                        lambda session: self._write_update(session, task_id, clean, expected_version)
+                        lambda session, guess=guess: self._write_update(
+                            session, task_id, clean, expected_version, guess
+                        )
                     )
                 except _Unchanged as unchanged:
                     return unchanged.task
+                guess = None
         replaced, updated, events = written
         await self._deps.loaders.tasks.store(updated)
         # The assignee the write replaced, not the one read before waiting for the task: another
@@ -268,12 +273,22 @@ class TaskService:
         return updated
 
     async def _write_update(
-        self, session: AsyncClientSession | None, task_id: ObjectId, clean: dict[str, Any], expected_version: int | None
+        self,
+        session: AsyncClientSession | None,
+        task_id: ObjectId,
+        clean: dict[str, Any],
+        expected_version: int | None,
+        guess: TaskRecord | None,
     ) -> tuple[TaskRecord, TaskRecord, list[OutboxEvent]] | None:
         """The update as of the task's latest version, with its activity and event: (the version it
         replaced, the new one, the events); None if another write came between reading and writing
-        (possible only without a transaction)."""
+        (possible only without a transaction). `guess`: the task as last read, tried first."""
         now = utcnow()
+        if guess is not None:
+            # Usually still the latest version: then one compare-and-set does it, with no read first.
+            written = await self._apply(session, guess, _changed(guess, clean), now)
+            if written is not None:
+                return written
         # In a transaction the read is a write (of updated_at), which holds the task until the commit:
         # a concurrent update waits for this one (its transaction is retried) and then sees it.
         current = await tasks_db.read_task_for_update(self._db, task_id=task_id, now=now, session=session)
@@ -284,6 +299,12 @@ class TaskService:
         changed = _changed(current, clean)
         if not changed:
             raise _Unchanged(current)  # rolls back the updated_at the read wrote
+        return await self._apply(session, current, changed, now)
+
+    async def _apply(
+        self, session: AsyncClientSession | None, current: TaskRecord, changed: dict[str, Any], now: datetime
+    ) -> tuple[TaskRecord, TaskRecord, list[OutboxEvent]] | None:
+        """`changed` written over `current` if the task is still at its version, with its activity and event."""
         update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
         updated = await tasks_db.update_task_if_version(self._db, current=current, changes=update, session=session)
         if updated is None:

@@ -137,7 +137,7 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         )
         per_viewer = usage.fields & _per_viewer_fields(self.schema)
         viewer = self.context_value.deps.viewer.id if per_viewer else None
-        return text, variables, viewer
+        return _one_copy((text, variables, viewer))
 
 
 _subscribing: ContextVar[SharedEventExecutor | None] = ContextVar("taskql_subscribing", default=None)
@@ -202,6 +202,13 @@ def _rendered_nodes(root_selections: Any, fragments: list[Node]) -> Iterator[Nod
         else:
             yield selection
     yield from fragments
+
+
+@lru_cache(maxsize=RENDERS_KEPT)
+def _one_copy(key: Hashable) -> Hashable:
+    """The first equal key seen: every subscription keeps its key, and a thousand subscribers of one
+    operation would otherwise hold a thousand copies of its text (orjson's output alone takes 4 KiB)."""
+    return key
 
 
 @lru_cache(maxsize=4)
