@@ -418,7 +418,9 @@ async def _marker(
 
 async def _measure(plan: Plan, servers: list[Server], run_dir: Path) -> dict[str, Any]:
     """Sets up, subscribes, measures idle memory, drives the mutations; the raw observations."""
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    # Idle connections are let go before the server's keep-alive timeout (uvicorn's 5 s) closes them:
+    # a request sent on a connection the server is closing fails with ReadError, and a POST is not retried.
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=2.0)
     async with contextlib.AsyncExitStack() as stack:
         https = [
             await stack.enter_async_context(
