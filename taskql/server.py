@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -95,6 +95,7 @@ class TaskQLGraphQL(GraphQL):
         self._max_connections = settings.ws_max_connections_per_user
         self._max_response_bytes = settings.max_response_bytes
         self._open_connections: Counter[ObjectId] = Counter()
+        self._closing: set[asyncio.Task[None]] = set()  # sockets closing because their token expired
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -208,16 +209,22 @@ class TaskQLGraphQL(GraphQL):
         self._open_connections[deps.viewer.id] += 1
         scope = context.request.scope
         scope[_COUNTED_USER_KEY] = deps.viewer.id  # released when the socket closes
-        scope[_EXPIRY_KEY] = asyncio.create_task(_close_when_expired(context.request, deps.viewer.access_expires_at))
+        # A timer, not a sleeping task: a task per socket, for as long as it is open, costs ~1.5 KiB.
+        delay = (deps.viewer.access_expires_at - utcnow()).total_seconds() + _EXPIRED_SOCKET_GRACE_SECONDS
+        scope[_EXPIRY_KEY] = asyncio.get_running_loop().call_later(delay, self._close_expired, context.request)
         context.renew(deps)
 
+    def _close_expired(self, websocket: WebSocket) -> None:
+        """Closes a socket whose access token has expired with 4403. That is how a client re-authenticates
+        a socket: graphql-ws reconnects on 4403, with the fresh token its `connectionParams` function
+        returns, and its subscriptions resume with `after`. (Until then every operation on the socket is
+        refused: Context.recheck_socket_session.)"""
+        closing = asyncio.create_task(_close_expired_socket(websocket))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
-async def _close_when_expired(websocket: WebSocket, expires_at: datetime) -> None:
-    """Closes a socket whose access token has expired with 4403. That is how a client re-authenticates
-    a socket: graphql-ws reconnects on 4403, with the fresh token its `connectionParams` function
-    returns, and its subscriptions resume with `after`. (Until then every operation on the socket is
-    refused: Context.recheck_socket_session.)"""
-    await asyncio.sleep((expires_at - utcnow()).total_seconds() + _EXPIRED_SOCKET_GRACE_SECONDS)
+
+async def _close_expired_socket(websocket: WebSocket) -> None:
     with contextlib.suppress(RuntimeError, OSError):  # the socket closed meanwhile
         await websocket.close(code=4403, reason="The access token has expired: reconnect with a fresh one.")
 

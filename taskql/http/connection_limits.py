@@ -182,6 +182,14 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][WRITE_NOW] = {"write": self.write_now}
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # The handshake is answered: uvicorn has no more use for it, and every open socket would
+            # keep its request's and its response's headers (~3.5 KiB; more with a browser's cookies).
+            # The app keeps what it needs in its scope.
+            self.request = self.response = None  # type: ignore[assignment]
+
     def write_now(self, text: bytes) -> bool:
         """Sends one text message (UTF-8) at once; False, sending nothing, when it cannot go now."""
         if self.close_sent or self.disconnected or not self.writable.is_set() or self.conn.state is not State.OPEN:
