@@ -43,6 +43,7 @@ from taskql.events.broker import EventBroker
 from taskql.events.ended_logins import EndedLogins
 from taskql.events.store import create_event_store
 from taskql.http import protocol as http_protocol
+from taskql.http import socket_auth
 from taskql.http.body_limit import BodyLimitMiddleware
 from taskql.http.client_ip import parse_networks
 from taskql.http.edge import HttpEdge
@@ -82,6 +83,7 @@ class TaskQLGraphQL(GraphQL):
     """GraphQL over HTTP and WebSocket (graphql-transport-ws and legacy graphql-ws)."""
 
     graphql_transport_ws_handler_class = OutletTransportWSHandler
+    websocket_adapter_class = socket_auth.RefusalReasons
 
     def __init__(self, settings: Settings, tracer: Tracer | None) -> None:
         super().__init__(
@@ -194,20 +196,25 @@ class TaskQLGraphQL(GraphQL):
             # graphql-transport-ws closes the socket itself (4429); the legacy graphql-ws protocol
             # would acknowledge every one, and count the user's connection once more each time.
             raise ConnectionRejectionError({"message": "This connection is already initialised."})
-        authorization = (context.connection_params or {}).get("authorization")
-        if not isinstance(authorization, str):
-            raise ConnectionRejectionError({"message": 'Send {"authorization": "Bearer <access token>"}.'})
+        scope = context.request.scope
+        authorization = socket_auth.connection_authorization(context.connection_params)
+        if authorization is None:
+            raise socket_auth.refusal(
+                scope, socket_auth.NO_TOKEN, 'Send {"authorization": "Bearer <access token>"} in connection_init.'
+            )
         try:
             deps = await authenticated_deps(context.request.app.state.runtime, context.request, authorization)
         except PyMongoError as exc:
             logger.error("database unavailable while authenticating a WebSocket", exc_info=exc)
-            raise ConnectionRejectionError({"message": "Service temporarily unavailable."}) from exc
+            raise socket_auth.refusal(
+                scope, socket_auth.TRY_AGAIN_LATER, "Service temporarily unavailable: try again later."
+            ) from exc
         if deps.viewer is None:
-            raise ConnectionRejectionError({"message": deps.auth_problem})
+            raise socket_auth.refusal(scope, socket_auth.TOKEN_REFUSED, deps.auth_problem or "Sign in first.")
         if self._open_connections[deps.viewer.id] >= self._max_connections:
-            raise ConnectionRejectionError({"message": f"At most {self._max_connections} connections per user."})
+            reason = f"At most {self._max_connections} connections per user: close another first."
+            raise socket_auth.refusal(scope, socket_auth.TOKEN_REFUSED, reason)
         self._open_connections[deps.viewer.id] += 1
-        scope = context.request.scope
         scope[_COUNTED_USER_KEY] = deps.viewer.id  # released when the socket closes
         # A timer, not a sleeping task: a task per socket, for as long as it is open, costs ~1.5 KiB.
         delay = (deps.viewer.access_expires_at - utcnow()).total_seconds() + _EXPIRED_SOCKET_GRACE_SECONDS

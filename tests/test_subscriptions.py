@@ -190,6 +190,37 @@ async def test_a_bad_or_missing_token_closes_the_socket_with_4403(server: LiveSe
         assert close_code(error) == 4403, repr(error)
 
 
+async def test_a_socket_is_signed_in_by_the_token_in_any_shape_clients_send_it_and_refusals_say_why(
+    server: LiveServer,
+) -> None:
+    owner = await User.register(server, "Owner")
+    bearer = f"Bearer {owner.token}"
+
+    async def answer(payload: dict[str, Any]) -> tuple[str, int | None, str]:
+        """The reply to connection_init: ("connection_ack", None, "") or ("closed", code, reason)."""
+        async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as socket:
+            await socket.send(json.dumps({"type": "connection_init", "payload": payload}))
+            try:
+                return json.loads(await asyncio.wait_for(socket.recv(), 10))["type"], None, ""
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return "closed", closed.rcvd.code, closed.rcvd.reason
+
+    accepted = [
+        await answer({"authorization": bearer}),
+        await answer({"Authorization": bearer}),  # as many apps write it
+        await answer({"headers": {"Authorization": bearer}}),  # GraphiQL's headers editor
+    ]
+    no_token = await answer({"token": owner.token})
+    bad_token = await answer({"authorization": "Bearer not-a-jwt"})
+
+    assert accepted == [("connection_ack", None, "")] * 3
+    # 4400: graphql-ws does not retry a client that sent no token; 4403: it retries, with a fresh one.
+    assert no_token == ("closed", 4400, 'Send {"authorization": "Bearer <access token>"} in connection_init.')
+    assert bad_token[:2] == ("closed", 4403)
+    assert bad_token[2] not in ("", "Forbidden")  # a reason a developer can act on
+
+
 async def test_a_non_member_is_told_the_project_does_not_exist(server: LiveServer) -> None:
     owner = await User.register(server, "Owner")
     stranger = await User.register(server, "Stranger")
