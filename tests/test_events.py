@@ -146,6 +146,26 @@ async def test_a_cursor_older_than_the_retained_events_is_refused(
     assert 100 <= dropped <= 200
 
 
+async def test_a_cursor_ahead_of_the_log_is_refused_and_one_the_log_lost_must_refetch(
+    store: EventStore, request: pytest.FixtureRequest
+) -> None:
+    broker = EventBroker(store, buffer_size=10)
+    name = channel(request)
+    newest = parse_id(await publish(broker, name, 0))
+    lost = f"{newest[0]}-{newest[1] + 5}"  # issued before Redis lost the log's end: events may be missing
+
+    async with broker.subscribe(name) as subscription:
+        with pytest.raises(BadUserInput) as ahead:
+            await subscription.replay_after("99999999999999-0")  # no event can have had it
+        with pytest.raises(CursorExpired):
+            await subscription.replay_after(lost)
+        await subscription.replay_after(f"{newest[0]}-{newest[1]}")  # the newest itself: nothing missed
+        await publish(broker, name, 1)
+        assert await drain(subscription, 1) == [1]  # and live events still arrive
+
+    assert ahead.value.code == "BAD_USER_INPUT" and "ahead" in ahead.value.message
+
+
 @pytest.mark.parametrize("cursor", ["", "abc", "12", "1-x", "-1-0"])
 async def test_a_malformed_cursor_is_bad_user_input(
     cursor: str, store: EventStore, request: pytest.FixtureRequest

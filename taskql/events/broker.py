@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Hashable
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from taskql.events.store import READ_BLOCK_SECONDS, ZERO_ID, Entry, EventStore, 
 
 logger = logging.getLogger("taskql.events")
 REPLAY_BATCH = 500
+CLOCK_SKEW_MS = 60_000  # between this server's clock and Redis's, which stamps the cursors
 _SENT_DIRECTLY = metrics.EVENTS_SENT.labels("direct")
 RECONNECT_DELAY_SECONDS = 0.5
 
@@ -197,7 +199,16 @@ class Subscription:
             after = parse_id(cursor)
         except ValueError as exc:
             raise BadUserInput("`after` is not a cursor of this subscription.", field=("after",)) from exc
-        if parse_id(await self._store.trimmed_through(self._channel)) > after:
+        trimmed_through, newest = await self._store.window(self._channel)
+        if after > parse_id(newest) and after[0] > time.time() * 1000 + CLOCK_SKEW_MS:
+            # No event can have had it (IDs are Redis's clock in ms): waiting for what follows it
+            # would swallow every live event until then.
+            raise BadUserInput(
+                "`after` is ahead of this project's events: pass a cursor you received.", field=("after",)
+            )
+        # Ahead of the newest event, yet past: the log lost what followed it (Redis emptied); so did
+        # retention, for a cursor older than what it dropped. Either way: refetch.
+        if after > parse_id(newest) or parse_id(trimmed_through) > after:
             raise CursorExpired(
                 "Events after this cursor are no longer kept: refetch the data, then subscribe without `after`."
             )

@@ -77,20 +77,27 @@ class EventStore:
         return None if entry_id is None else as_text(entry_id)
 
     async def last_id(self, channel: str) -> str:
-        info = await self._info(channel)
-        return as_text(info.get("last-generated-id", ZERO_ID)) if info else ZERO_ID
+        return (await self.window(channel))[1]
 
     async def trimmed_through(self, channel: str) -> str:
         """The newest ID dropped by retention (ZERO_ID if none): cursors older than it have a gap."""
-        # Redis does not record what trimming dropped, but everything dropped precedes the first entry kept.
+        return (await self.window(channel))[0]
+
+    async def window(self, channel: str) -> tuple[str, str]:
+        """(the newest ID dropped by retention, the newest ID ever appended), ZERO_ID for none: the
+        cursors a subscription can resume from lie between them."""
         info = await self._info(channel)
-        if not info or info["entries-added"] <= info["length"]:
-            return ZERO_ID
+        if not info:
+            return ZERO_ID, ZERO_ID
+        last = as_text(info.get("last-generated-id", ZERO_ID))
+        # Redis does not record what trimming dropped, but everything dropped precedes the first entry kept.
+        if info["entries-added"] <= info["length"]:
+            return ZERO_ID, last
         first = info.get("first-entry")
         if not first:  # everything was dropped
-            return as_text(info["last-generated-id"])
+            return last, last
         ms, seq = parse_id(as_text(first[0]))
-        return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
+        return (f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"), last
 
     async def _info(self, channel: str) -> dict[Any, Any] | None:
         try:
