@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
@@ -93,7 +94,10 @@ class TaskQLGraphQL(GraphQL):
             keep_alive_interval=settings.ws_keep_alive_seconds,
             connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
             max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
+            # One origin policy for HTTP (CORSMiddleware, below) and WebSocket handshakes.
+            allowed_origins=settings.cors_allow_origins,
         )
+        self._local_origins = None if settings.local_origins is None else re.compile(settings.local_origins)
         self._max_connections = settings.ws_max_connections_per_user
         self._max_response_bytes = settings.max_response_bytes
         self._open_connections: Counter[ObjectId] = Counter()
@@ -130,6 +134,11 @@ class TaskQLGraphQL(GraphQL):
             # Strawberry answers a request it cannot read (a body that is not JSON, no query) in plain
             # text; clients expect GraphQL's JSON errors.
             return http_protocol.bad_request(exc.status_code, exc.reason)
+
+    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+        if super().is_websocket_origin_allowed(request, origin):
+            return True
+        return self._local_origins is not None and self._local_origins.fullmatch(origin) is not None
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # Strawberry also serves the IDE for `Accept: */*`, which would answer a GET of a persisted query.
@@ -355,9 +364,26 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_allow_origins,
+                allow_origin_regex=settings.local_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["authorization", "content-type", "x-request-id", *http_protocol.CSRF_HEADERS],
-                expose_headers=["x-request-id"],
+                # traceparent & co.: a browser app's own traces continue into the server's (W3C Trace Context).
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "x-request-id",
+                    *http_protocol.CSRF_HEADERS,
+                    "traceparent",
+                    "tracestate",
+                    "baggage",
+                ],
+                # What a browser app may read: its budget, when to retry, the id to quote in a bug report.
+                expose_headers=[
+                    "x-request-id",
+                    "ratelimit-limit",
+                    "ratelimit-remaining",
+                    "ratelimit-reset",
+                    "retry-after",
+                ],
                 max_age=600,
             ),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),

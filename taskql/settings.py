@@ -20,6 +20,9 @@ PRODUCTION_METRICS_PORT = 9464
 UNLIMITED_RATE = {"rate_limit_user_points": 1_000_000_000, "rate_limit_ip_points": 1_000_000_000}
 
 
+LOCAL_ORIGINS = r"http://(localhost|127\.0\.0\.1)(:[0-9]{1,5})?"
+
+
 class Settings(BaseSettings):
     """Every knob of the server, read from the environment (and `.env`)."""
 
@@ -142,7 +145,8 @@ class Settings(BaseSettings):
     apq_ttl_seconds: int = Field(86_400, ge=60, description="how long a registered document is kept")
     persisted_operations_file: Path | None = None
 
-    # Browsers: the origins (scheme://host[:port]) whose pages may call the API. Empty: same origin only.
+    # Browsers: the origins (scheme://host[:port]) whose pages may call the API, over HTTP and
+    # WebSocket alike. Empty: same origin only (in development, also localhost: local_origins).
     cors_allow_origins: list[str] = Field(default_factory=list)
 
     # Tokens. An empty secret outside production is generated once and kept under data_dir.
@@ -155,6 +159,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.taskql_env == "production"
+
+    @property
+    def local_origins(self) -> str | None:
+        """Origins allowed beside CORS_ALLOW_ORIGINS, as a pattern: in development any port of
+        localhost, so that a dev server (Vite, Next.js, or its proxy) works with `make run` as is;
+        never in production."""
+        return None if self.is_production else LOCAL_ORIGINS
 
     @property
     def separate_metrics_port(self) -> int | None:

@@ -200,7 +200,10 @@ async def test_production_sends_hsts_and_an_api_only_policy(settings: Settings) 
 async def test_cors_answers_listed_origins_only(settings: Settings) -> None:
     app = build_app(settings.model_copy(update={"cors_allow_origins": ["https://app.example.com"]}))
     transport = httpx.ASGITransport(app=app)
-    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type, traceparent, tracestate, baggage",
+    }
     async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         listed = await http.options("/graphql", headers={"origin": "https://app.example.com", **preflight})
         other = await http.options("/graphql", headers={"origin": "https://evil.example", **preflight})
@@ -212,6 +215,9 @@ async def test_cors_answers_listed_origins_only(settings: Settings) -> None:
     assert other.status_code == 400
     assert "access-control-allow-origin" not in other.headers
     assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
+    # A browser app may read its rate-limit budget, when to retry and the request id; not otherwise.
+    exposed = {name.strip() for name in simple.headers["access-control-expose-headers"].split(",")}
+    assert exposed >= {"x-request-id", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after"}
 
 
 def test_production_refuses_a_wildcard_origin() -> None:
