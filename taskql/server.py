@@ -43,11 +43,11 @@ from taskql.db.indexes import ensure_indexes
 from taskql.events.broker import EventBroker
 from taskql.events.ended_logins import EndedLogins
 from taskql.events.store import create_event_store
+from taskql.http import graphiql, socket_auth
 from taskql.http import protocol as http_protocol
-from taskql.http import socket_auth
 from taskql.http.body_limit import BodyLimitMiddleware
 from taskql.http.client_ip import parse_networks
-from taskql.http.edge import HttpEdge
+from taskql.http.edge import API_ONLY_POLICY, HttpEdge
 from taskql.http.endpoint import Endpoint
 from taskql.http.subscription_outlet import OutletTransportWSHandler
 from taskql.keyed_locks import KeyedLocks
@@ -70,6 +70,7 @@ from taskql.tracing import (
 )
 
 logger = logging.getLogger("taskql.server")
+GRAPHIQL = graphiql.GraphiQLPage()
 
 
 _COUNTED_USER_KEY = "taskql.ws_user"
@@ -139,6 +140,10 @@ class TaskQLGraphQL(GraphQL):
         if super().is_websocket_origin_allowed(request, origin):
             return True
         return self._local_origins is not None and self._local_origins.fullmatch(origin) is not None
+
+    @property
+    def graphql_ide_html(self) -> str:
+        return GRAPHIQL.html  # with TaskQL's own copies of its scripts and styles (http/graphiql.py)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # Strawberry also serves the IDE for `Accept: */*`, which would answer a GET of a persisted query.
@@ -351,6 +356,8 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         return JSONResponse({"status": "ok"})
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    if not settings.is_production:
+        routes.append(graphiql.ASSET_ROUTE)
     if settings.metrics_enabled and settings.separate_metrics_port is None:
         routes.append(Route("/metrics", metrics.endpoint))  # for the scraper only: see metrics.py
     graphql = TaskQLGraphQL(settings, tracer)
@@ -358,7 +365,12 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         routes=routes,
         middleware=[
             # Request id, security headers, access log; the tracing layer notes the trace id for the log.
-            Middleware(HttpEdge, production=settings.is_production),
+            Middleware(
+                HttpEdge,
+                production=settings.is_production,
+                # The API's own answers are JSON; outside production its page is also GraphiQL's.
+                content_security_policy=API_ONLY_POLICY if settings.is_production else GRAPHIQL.content_security_policy,
+            ),
             *([] if tracer is None else [Middleware(TracingMiddleware, tracer=tracer)]),
             # No credentials: the API authenticates with the Authorization header, never cookies.
             Middleware(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, Route
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from taskql.embedded.child import free_port
 from tests.browser import chromium, static_site
@@ -125,3 +128,51 @@ async def test_localhost_is_not_allowed_in_production(
         server.stop()
 
     assert "error" in refused["query"] and refused["closed"] == 1006
+
+
+async def test_graphiql_works_offline_runs_a_query_with_the_headers_editors_token_and_a_subscription(
+    mongodb_uri: str, redis_url: str, tmp_path: Path
+) -> None:
+    server = start(mongodb_uri, redis_url, tmp_path)
+    elsewhere: list[str] = []  # every request GraphiQL tried to send to another site (refused)
+    problems: list[str] = []  # console errors, Content-Security-Policy violations
+    try:
+        owner = await User.register(server, "Owner")
+        project_id = (await owner.execute(CREATE_PROJECT))["createProject"]["project"]["id"]
+        headers = json.dumps({"Authorization": f"Bearer {owner.token}"})  # as typed in the headers editor
+        subscription = f'subscription {{ taskEvents(projectId: "{project_id}") {{ kind task {{ title }} }} }}'
+        async with chromium() as browser:
+            page = await browser.new_page()
+
+            async def only_the_server(route: Route) -> None:
+                if route.request.url.startswith(server.base_url):
+                    await route.continue_()
+                else:
+                    elsewhere.append(route.request.url)
+                    await route.abort()
+
+            await page.route("**/*", only_the_server)
+            page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+
+            async def run(document: str) -> None:
+                # %20, not +: the page decodes its parameters with decodeURIComponent.
+                parameters = urlencode({"q": document, "headers": headers}, quote_via=quote)
+                await page.goto(f"{server.base_url}/graphql?{parameters}")
+                await page.click(".graphiql-execute-button", timeout=15_000)  # rendered: GraphiQL loaded
+
+            # Locators, not wait_for_function: the page's policy (rightly) refuses Playwright's eval.
+            await run("{ viewer { name } }")
+            await page.locator(".graphiql-response", has_text="Owner").wait_for(timeout=15_000)
+            await run(subscription)
+            for n in range(20):  # until the subscription is live: then its event shows
+                await owner.execute(CREATE_TASK, {"p": project_id, "t": f"seen in GraphiQL {n}"})
+                with contextlib.suppress(PlaywrightTimeout):
+                    await page.locator(".graphiql-response", has_text="seen in GraphiQL").wait_for(timeout=1_000)
+                    break
+            shown = await page.inner_text(".graphiql-response")
+    finally:
+        server.stop()
+
+    assert "TASK_CREATED" in shown and "seen in GraphiQL" in shown
+    assert elsewhere == []  # nothing from unpkg.com or anywhere else: it works offline
+    assert problems == []  # no script blocked by the policy, nothing failed to load

@@ -4,9 +4,9 @@
   (never echo or log arbitrary client text). It is in the scope's state for the logs and masked
   errors, and echoed in the response (WebSocket handshakes get one too).
 - Security headers on every response. The API answers JSON only, so production forbids everything
-  else (`default-src 'none'`). In development the same page also serves GraphiQL, which loads its
-  scripts and styles from unpkg.com and runs inline code, so its policy allows exactly that. HSTS
-  only in production: it would pin a developer's `localhost` to HTTPS.
+  else (`default-src 'none'`). In development the same page also serves GraphiQL, whose policy
+  (http/graphiql.py) allows this server's own files and the page's inline scripts. HSTS only in
+  production: it would pin a developer's `localhost` to HTTPS.
 - One access-log line when the request ends: request id, trace id, user id, GraphQL operations
   (name and type), duration, status and error codes. Never the query text, the variables
   (passwords travel there) or any header (tokens travel there).
@@ -30,11 +30,6 @@ REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 API_ONLY_POLICY = "default-src 'none'; frame-ancestors 'none'"
-GRAPHIQL_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://unpkg.com; "
-    "style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' data: https://unpkg.com; "
-    "font-src 'self' data: https://unpkg.com; connect-src 'self' ws: wss:; frame-ancestors 'none'"
-)
 HSTS = "max-age=63072000; includeSubDomains"
 
 
@@ -47,13 +42,13 @@ def request_id_of(scope: Scope) -> str:
 
 
 class HttpEdge:
-    def __init__(self, app: ASGIApp, *, production: bool) -> None:
+    def __init__(self, app: ASGIApp, *, production: bool, content_security_policy: str = API_ONLY_POLICY) -> None:
         self.app = app
         headers = {
             "x-content-type-options": "nosniff",
             "referrer-policy": "no-referrer",
             "x-frame-options": "DENY",
-            "content-security-policy": API_ONLY_POLICY if production else GRAPHIQL_POLICY,
+            "content-security-policy": content_security_policy,
         }
         if production:
             headers["strict-transport-security"] = HSTS
