@@ -44,12 +44,20 @@ async def test_a_get_query_runs_with_the_csrf_header(anonymous: GraphQLClient) -
     assert response.json() == {"data": {"__typename": "Query"}}
 
 
+def code_of(refusal: httpx.Response) -> str:
+    """The code of a refusal answered before GraphQL ran: JSON shaped as GraphQL errors, one error."""
+    assert refusal.headers["content-type"].startswith("application/json")
+    [error] = refusal.json()["errors"]
+    return error["extensions"]["code"]
+
+
 @pytest.mark.parametrize("header", ["x-taskql-csrf", "apollo-require-preflight"])
 async def test_a_get_query_without_a_preflight_forcing_header_is_refused(anonymous: GraphQLClient, header: str) -> None:
     refused = await anonymous.http.get("/graphql", params={"query": "{ __typename }"})
     allowed = await anonymous.http.get("/graphql", params={"query": "{ __typename }"}, headers={header: "yes"})
     assert refused.status_code == 400
     assert "X-TaskQL-CSRF" in refused.json()["errors"][0]["message"]
+    assert code_of(refused) == "CSRF_HEADER_REQUIRED"
     assert allowed.status_code == 200
 
 
@@ -58,6 +66,7 @@ async def test_a_mutation_over_get_is_405_with_allow_post(anonymous: GraphQLClie
     response = await anonymous.http.get("/graphql", params={"query": query}, headers=CSRF)
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
+    assert code_of(response) == "METHOD_NOT_ALLOWED"
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
@@ -65,6 +74,7 @@ async def test_other_methods_are_405_with_allow(anonymous: GraphQLClient, method
     response = await anonymous.http.request(method, "/graphql", json={"query": "{ __typename }"})
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
+    assert code_of(response) == "METHOD_NOT_ALLOWED"
 
 
 @pytest.mark.parametrize(
@@ -79,6 +89,7 @@ async def test_other_methods_are_405_with_allow(anonymous: GraphQLClient, method
 async def test_a_post_that_is_not_json_is_415(anonymous: GraphQLClient, content: dict) -> None:
     response = await anonymous.http.post("/graphql", **content)
     assert response.status_code == 415
+    assert code_of(response) == "UNSUPPORTED_MEDIA_TYPE"
 
 
 async def test_a_post_with_a_charset_runs(anonymous: GraphQLClient) -> None:
@@ -91,6 +102,7 @@ async def test_a_post_with_a_charset_runs(anonymous: GraphQLClient) -> None:
 async def test_a_client_accepting_neither_json_type_gets_406(anonymous: GraphQLClient) -> None:
     response = await post(anonymous.http, {"query": "{ __typename }"}, accept="text/xml")
     assert response.status_code == 406
+    assert code_of(response) == "NOT_ACCEPTABLE"
 
 
 async def test_graphql_response_json_is_used_when_asked_for(anonymous: GraphQLClient) -> None:
