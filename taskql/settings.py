@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     jwt_audience: str = "taskql-api"
     access_token_ttl_seconds: int = Field(15 * 60, ge=60, le=3600)
     refresh_token_ttl_days: int = Field(30, ge=1, le=365)
+    # A refresh token presented again this soon after its use gets the same successor (two tabs
+    # refreshing together), as Auth0's reuse interval and Okta's grace period; later, or at 0, its
+    # reuse ends the login.
+    refresh_reuse_grace_seconds: int = Field(10, ge=0, le=300)
 
     @property
     def is_production(self) -> bool:
@@ -185,6 +189,10 @@ class Settings(BaseSettings):
     @property
     def refresh_token_ttl(self) -> timedelta:
         return timedelta(days=self.refresh_token_ttl_days)
+
+    @property
+    def refresh_reuse_grace(self) -> timedelta:
+        return timedelta(seconds=self.refresh_reuse_grace_seconds)
 
     @field_validator("mongodb_uri", "redis_url", mode="before")
     @classmethod

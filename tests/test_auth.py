@@ -19,9 +19,10 @@ from pymongo import AsyncMongoClient
 
 from taskql.auth.passwords import Passwords
 from taskql.auth.tokens import TokenIssuer
+from taskql.clock import utcnow
 from taskql.errors import Unauthenticated
 from taskql.settings import Settings
-from tests.conftest import CREATE_PROJECT, PASSWORD, REGISTER, GraphQLClient, sign_up
+from tests.conftest import CREATE_PROJECT, PASSWORD, REGISTER, GraphQLClient, Instances, sign_up
 
 LOGIN = """
 mutation Login($input: LoginInput!) {
@@ -415,9 +416,16 @@ async def test_refresh_token_rotates(anonymous: GraphQLClient, owner_client: Gra
     assert rotated_again["userErrors"] == []
 
 
+async def strict(instances: Instances, settings: Settings) -> GraphQLClient:
+    """An instance with REFRESH_REUSE_GRACE_SECONDS=0: a rotated refresh token never works again."""
+    [client] = await instances.start(settings.model_copy(update={"refresh_reuse_grace_seconds": 0}), 1)
+    return client
+
+
 async def test_reused_refresh_token_revokes_its_whole_family(
-    anonymous: GraphQLClient, owner_client: GraphQLClient
+    instances: Instances, settings: Settings, owner_client: GraphQLClient
 ) -> None:
+    anonymous = await strict(instances, settings)
     other_session = await log_in(anonymous, owner_client.user["email"])
     first = await refresh(anonymous, owner_client.refresh_token)
     second = await refresh(anonymous, first["refreshToken"])
@@ -438,9 +446,10 @@ async def test_reused_refresh_token_revokes_its_whole_family(
     assert (await refresh(anonymous, other_session.refresh_token))["userErrors"] == []
 
 
-async def test_concurrent_refreshes_with_one_token_exactly_one_wins(
-    anonymous: GraphQLClient, owner_client: GraphQLClient
+async def test_concurrent_refreshes_with_one_token_exactly_one_wins_without_a_grace_window(
+    instances: Instances, settings: Settings, owner_client: GraphQLClient
 ) -> None:
+    anonymous = await strict(instances, settings)
     results = await asyncio.gather(
         refresh(anonymous, owner_client.refresh_token), refresh(anonymous, owner_client.refresh_token)
     )
@@ -451,6 +460,34 @@ async def test_concurrent_refreshes_with_one_token_exactly_one_wins(
     assert winners[0]["userErrors"] == []
     assert losers[0]["refreshToken"] is None
     assert losers[0]["userErrors"][0]["code"] == "INVALID_CREDENTIALS"
+
+
+async def test_two_tabs_refreshing_together_get_the_same_next_token_and_reuse_later_ends_the_login(
+    anonymous: GraphQLClient, owner_client: GraphQLClient, settings: Settings
+) -> None:
+    # Two tabs of one app share one refresh token and refresh it at once: the second used to find it
+    # used, and that ended the login (both tabs signed out).
+    tabs = await asyncio.gather(*(refresh(anonymous, owner_client.refresh_token) for _ in range(2)))
+    late_tab = await refresh(anonymous, owner_client.refresh_token)  # still within the window
+
+    assert [tab["userErrors"] for tab in (*tabs, late_tab)] == [[], [], []]
+    assert tabs[0]["refreshToken"] == tabs[1]["refreshToken"] == late_tab["refreshToken"]
+    for tab in (*tabs, late_tab):
+        assert await viewer_error_code(anonymous, tab["accessToken"]) is None
+    following = await refresh(anonymous, tabs[0]["refreshToken"])  # the chain goes on from the shared token
+    assert following["userErrors"] == []
+
+    # Past the window (REFRESH_REUSE_GRACE_SECONDS, 10 s), the first token coming back is a stolen one.
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri)
+    try:
+        sessions = mongo[settings.mongodb_database].sessions
+        await sessions.update_many({"used_at": {"$ne": None}}, {"$set": {"used_at": utcnow() - timedelta(seconds=11)}})
+    finally:
+        await mongo.close()
+    stolen = await refresh(anonymous, owner_client.refresh_token)
+
+    assert stolen["accessToken"] is None and stolen["userErrors"][0]["code"] == "INVALID_CREDENTIALS"
+    assert await viewer_error_code(anonymous, following["accessToken"]) == "UNAUTHENTICATED"  # the login ended
 
 
 async def test_unknown_refresh_token_is_invalid(anonymous: GraphQLClient) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -43,6 +45,13 @@ class TokenIssuer:
         # claims are checked once, its expiry every time. A refused token raises, which lru_cache
         # never keeps, so it costs the whole check each time it is sent.
         self._verified = lru_cache(maxsize=VERIFIED_TOKENS)(self._verify)
+
+    def successor_refresh_token(self, refresh_token: str) -> str:
+        """The refresh token that rotation gives for `refresh_token`, always the same one: a client that
+        presents a just-rotated token again (another tab) gets the same successor, with nothing stored
+        in the clear. Only who holds both the token and the server's secret can compute it."""
+        digest = hmac.new(self._secret.encode(), b"refresh-successor:" + refresh_token.encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
     def issue_access_token(self, *, user_id: ObjectId, session_family_id: ObjectId, now: datetime) -> str:
         claims = {

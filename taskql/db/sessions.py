@@ -33,21 +33,20 @@ class SessionRecord:
         )
 
 
-async def insert_session(
+async def save_session(
     db: Database, *, family_id: ObjectId, user_id: ObjectId, token_hash: str, now: datetime, expires_at: datetime
-) -> SessionRecord:
-    doc = {
-        "_id": ObjectId(),
+) -> None:
+    """Stores a refresh token's session, once: a rotation computed twice (two tabs presenting the
+    same token together) stores the successor once and both get it."""
+    fields = {
         "family_id": family_id,
         "user_id": user_id,
-        "token_hash": token_hash,
         "created_at": now,
         "expires_at": expires_at,
         "used_at": None,
         "revoked_at": None,
     }
-    await db.sessions.insert_one(doc)
-    return SessionRecord.from_doc(doc)
+    await db.sessions.update_one({"token_hash": token_hash}, {"$setOnInsert": fields}, upsert=True)
 
 
 async def claim_session(db: Database, *, token_hash: str, now: datetime) -> SessionRecord | None:

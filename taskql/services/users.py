@@ -71,11 +71,15 @@ class AccountService:
         self._runtime = deps.runtime
         self._db = deps.db
 
-    async def _start_session(self, user: UserRecord, *, family_id: ObjectId | None = None) -> AuthResult:
+    async def _start_session(
+        self, user: UserRecord, *, family_id: ObjectId | None = None, refresh_token: str | None = None
+    ) -> AuthResult:
+        """A new login (no family yet), or the next step of one: `refresh_token` is then the
+        successor of the token it rotates."""
         now = utcnow()
         family_id = family_id or ObjectId()
-        refresh_token = new_refresh_token()
-        await sessions_db.insert_session(
+        refresh_token = refresh_token or new_refresh_token()
+        await sessions_db.save_session(
             self._db,
             family_id=family_id,
             user_id=user.id,
@@ -134,20 +138,28 @@ class AccountService:
         await self._runtime.ended_logins.announce(family_ids)
 
     async def refresh(self, *, refresh_token: str) -> AuthResult:
+        """The next tokens of a login. Each refresh token works once; presented again within
+        REFRESH_REUSE_GRACE_SECONDS of its use (two tabs refreshing together) it gives the same
+        successor, later it ends the whole login (a rotated token that comes back was stolen)."""
         token_hash = hash_refresh_token(refresh_token)
         now = utcnow()
-        claimed = await sessions_db.claim_session(self._db, token_hash=token_hash, now=now)
-        if claimed is None:
-            known = await sessions_db.find_session_by_hash(self._db, token_hash=token_hash)
-            if known is not None and known.used_at is not None:
-                # A rotated token came back: it was stolen or leaked. End that whole login.
-                await sessions_db.revoke_family(self._db, family_id=known.family_id, now=now)
-                await self._logins_ended([known.family_id])
-            raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
-        user = await self._deps.loaders.users.load(claimed.user_id)
+        session = await sessions_db.claim_session(self._db, token_hash=token_hash, now=now)
+        if session is None:
+            session = await sessions_db.find_session_by_hash(self._db, token_hash=token_hash)
+            if session is None or session.revoked_at is not None or session.expires_at <= now:
+                raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
+            assert session.used_at is not None  # else claim_session would have claimed it
+            grace = self._runtime.settings.refresh_reuse_grace
+            # (A concurrent refresh may have stamped its use after this one's `now`: still within.)
+            if not grace or now - session.used_at >= grace:
+                await sessions_db.revoke_family(self._db, family_id=session.family_id, now=now)
+                await self._logins_ended([session.family_id])
+                raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
+        user = await self._deps.loaders.users.load(session.user_id)
         if user is None:
             raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
-        return await self._start_session(user, family_id=claimed.family_id)
+        successor = self._runtime.tokens.successor_refresh_token(refresh_token)
+        return await self._start_session(user, family_id=session.family_id, refresh_token=successor)
 
     async def logout(self, *, refresh_token: str) -> None:
         """Ends the login the refresh token belongs to (its access tokens stop working too)."""
