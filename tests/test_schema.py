@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphql import GraphQLNonNull
+
 from taskql.cli import schema_sdl
+from taskql.schema.root import build_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.graphql"
 
@@ -24,3 +27,14 @@ def test_schema_keeps_the_contract_names() -> None:
         "updateTask(input: UpdateTaskInput!): TaskPayload",
     ):
         assert line in sdl
+
+
+def test_every_mutation_answers_a_payload_and_date_times_name_their_spec() -> None:
+    schema = build_schema()._schema
+    assert schema.mutation_type is not None
+
+    nullable = [
+        name for name, field in schema.mutation_type.fields.items() if not isinstance(field.type, GraphQLNonNull)
+    ]
+    assert nullable == []  # code generators then type each payload as always present
+    assert schema.type_map["DateTime"].specified_by_url == "https://scalars.graphql.org/andimarek/date-time"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -41,6 +42,18 @@ async def test_create_task_applies_defaults_and_records_activity(owner_client: G
     events = data["task"]["activity"]["edges"]
     assert [e["node"]["kind"] for e in events] == ["TASK_CREATED"]
     assert events[0]["node"]["actor"]["id"] == owner_client.user["id"]
+
+
+async def test_date_times_are_rfc_3339_utc_with_milliseconds_whatever_offset_came_in(
+    owner_client: GraphQLClient, project_id: str
+) -> None:
+    task = await create_task(owner_client, project_id, dueAt="2030-01-01T09:30:00.5+02:00")
+
+    read = await owner_client.execute("query($id: ID!) { task(id: $id) { createdAt } }", {"id": task["id"]})
+
+    assert task["dueAt"] == "2030-01-01T07:30:00.500Z"
+    created_at = read["task"]["createdAt"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created_at), created_at
 
 
 async def test_update_task_is_partial_and_bumps_version(owner_client: GraphQLClient, project_id: str) -> None:

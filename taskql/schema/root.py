@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -26,6 +27,7 @@ from taskql.schema.extensions.metrics import OperationMetrics, count_errors, tim
 from taskql.schema.extensions.shared_events import SharedEventExecutor
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
+from taskql.schema.scalars import DATE_TIME
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
 from taskql.schema.users import AuthPayload, LogoutPayload, User, UserPayload
 from taskql.settings import Settings
@@ -68,18 +70,18 @@ class Mutation:
     login: AuthPayload = _mutation(user_fields.login, signed_in=False)
     refresh_token: AuthPayload = _mutation(user_fields.refresh_token, signed_in=False)
     logout: LogoutPayload = _mutation(user_fields.logout, signed_in=False)
-    logout_all: LogoutPayload | None = _mutation(user_fields.logout_all)
-    update_profile: UserPayload | None = _mutation(user_fields.update_profile)
-    change_password: UserPayload | None = _mutation(user_fields.change_password)
-    create_project: ProjectPayload | None = _mutation(project_fields.create_project)
-    update_project: ProjectPayload | None = _mutation(project_fields.update_project)
-    delete_project: DeleteProjectPayload | None = _mutation(project_fields.delete_project)
-    add_project_member: ProjectPayload | None = _mutation(project_fields.add_project_member)
-    update_project_member: ProjectPayload | None = _mutation(project_fields.update_project_member)
-    remove_project_member: ProjectPayload | None = _mutation(project_fields.remove_project_member)
-    create_task: TaskPayload | None = _mutation(task_fields.create_task)
-    update_task: TaskPayload | None = _mutation(task_fields.update_task)
-    delete_task: DeleteTaskPayload | None = _mutation(task_fields.delete_task)
+    logout_all: LogoutPayload = _mutation(user_fields.logout_all)
+    update_profile: UserPayload = _mutation(user_fields.update_profile)
+    change_password: UserPayload = _mutation(user_fields.change_password)
+    create_project: ProjectPayload = _mutation(project_fields.create_project)
+    update_project: ProjectPayload = _mutation(project_fields.update_project)
+    delete_project: DeleteProjectPayload = _mutation(project_fields.delete_project)
+    add_project_member: ProjectPayload = _mutation(project_fields.add_project_member)
+    update_project_member: ProjectPayload = _mutation(project_fields.update_project_member)
+    remove_project_member: ProjectPayload = _mutation(project_fields.remove_project_member)
+    create_task: TaskPayload = _mutation(task_fields.create_task)
+    update_task: TaskPayload = _mutation(task_fields.update_task)
+    delete_task: DeleteTaskPayload = _mutation(task_fields.delete_task)
 
 
 @strawberry.type
@@ -128,6 +130,7 @@ def build_schema(settings: Settings | None = None, tracer: Tracer | None = None)
         ],
         execution_context_class=SharedEventExecutor.for_one_schema(),
         config=StrawberryConfig(
+            scalar_map={datetime: DATE_TIME},
             disable_field_suggestions=settings.is_production,
             batching_config={"max_operations": settings.batch_max_operations}
             if settings.batch_max_operations
