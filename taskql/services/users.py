@@ -146,9 +146,9 @@ class AccountService:
         session = await sessions_db.claim_session(self._db, token_hash=token_hash, now=now)
         if session is None:
             session = await sessions_db.find_session_by_hash(self._db, token_hash=token_hash)
-            if session is None or session.revoked_at is not None or session.expires_at <= now:
+            # Unknown, ended, expired, or (unused, yet not claimed) stored after the claim looked.
+            if session is None or session.revoked_at is not None or session.expires_at <= now or not session.used_at:
                 raise InvalidCredentials(BAD_REFRESH, field=("input", "refreshToken"))
-            assert session.used_at is not None  # else claim_session would have claimed it
             grace = self._runtime.settings.refresh_reuse_grace
             # (A concurrent refresh may have stamped its use after this one's `now`: still within.)
             if not grace or now - session.used_at >= grace:
