@@ -135,7 +135,7 @@ async def test_a_cursor_older_than_the_retained_events_is_refused(
     broker = EventBroker(store, buffer_size=10)
     name = channel(request)
     ids = [await publish(broker, name, n) for n in range(300)]
-    trimmed_through = await store.trimmed_through(name)
+    trimmed_through, _ = await store.window(name)
     dropped = sum(parse_id(i) <= parse_id(trimmed_through) for i in ids)
 
     async with broker.subscribe(name) as subscription:
@@ -197,6 +197,12 @@ async def test_a_subscriber_whose_cancellation_was_swallowed_does_not_wait_for_e
     assert task in done and task.cancelled()
 
 
+async def consume(subscription: Subscription, log: list[tuple[str, int]]) -> None:
+    """What a subscriber's task does: takes each entry the reader handed to it instead of sending it."""
+    while (entry := await subscription.next()) is not None:
+        log.append(("task", entry.payload["n"]))
+
+
 class RecordingDelivery:
     """A subscriber served by the reader (the broker's Delivery), recording what reaches it and how."""
 
@@ -240,10 +246,6 @@ async def test_caught_up_subscribers_are_served_by_the_reader_once_per_key_and_t
         "c": RecordingDelivery("own", renders, received["c"], task={3}, unrenderable={4}),
     }
 
-    async def consume(subscription: Subscription, log: list[tuple[str, int]]) -> None:
-        while (entry := await subscription.next()) is not None:
-            log.append(("task", entry.payload["n"]))
-
     async with contextlib.AsyncExitStack() as stack:
         consumers = []
         for who, delivery in deliveries.items():
@@ -275,16 +277,12 @@ async def test_a_subscriber_served_by_the_reader_gets_nothing_twice_across_its_r
     first = await publish(broker, name, 0)
     received: list[tuple[str, int]] = []
 
-    async def consume(subscription: Subscription) -> None:
-        while (entry := await subscription.next()) is not None:
-            received.append(("task", entry.payload["n"]))
-
     async with broker.subscribe(name) as subscription:
         subscription.deliver_directly(RecordingDelivery("k", {}, received))
         for n in range(1, 4):  # reach its buffer from the reader, and its replay from the log
             await publish(broker, name, n)
         await subscription.replay_after(first)
-        consumer = asyncio.create_task(consume(subscription))
+        consumer = asyncio.create_task(consume(subscription, received))
         for n in range(4, 6):
             await publish(broker, name, n)
         async with asyncio.timeout(5):

@@ -79,10 +79,6 @@ class EventStore:
     async def last_id(self, channel: str) -> str:
         return (await self.window(channel))[1]
 
-    async def trimmed_through(self, channel: str) -> str:
-        """The newest ID dropped by retention (ZERO_ID if none): cursors older than it have a gap."""
-        return (await self.window(channel))[0]
-
     async def window(self, channel: str) -> tuple[str, str]:
         """(the newest ID dropped by retention, the newest ID ever appended), ZERO_ID for none: the
         cursors a subscription can resume from lie between them."""
