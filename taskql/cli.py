@@ -1,4 +1,4 @@
-"""`taskql serve`, `taskql export-schema` and `taskql check-config`."""
+"""`taskql serve`, `taskql worker`, `taskql export-schema`, `taskql check-config` and `taskql seed`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", help="default: HOST setting (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default: PORT setting (8000)")
     serve.add_argument("--workers", type=int, help="server processes; default: WORKERS setting (1)")
+    worker = commands.add_parser("worker", help="run background jobs (needs MONGODB_URI and REDIS_URL)")
+    worker.add_argument("--concurrency", type=int, help="jobs run at once; default: JOBS_CONCURRENCY setting (10)")
     export = commands.add_parser("export-schema", help="write the GraphQL SDL")
     export.add_argument("--output", type=Path, default=SCHEMA_FILE)
     commands.add_parser("check-config", help="validate the settings from the environment and print them")
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "seed":
             _seed(args, settings)
+        elif args.command == "worker":
+            _work(args, settings)
         else:
             _serve(args, settings)
     except EmbeddedServiceError as exc:
@@ -84,6 +88,21 @@ def _seed(args: argparse.Namespace, settings: Settings) -> None:
     print(f"{len(emails)} users, password {DEMO_PASSWORD!r}: {', '.join(emails)}")
 
 
+def _work(args: argparse.Namespace, settings: Settings) -> None:
+    # SIGTERM: take no new job, let running ones finish for up to shutdown_timeout_seconds, requeue the rest.
+    if settings.mongodb_uri is None or settings.redis_url is None:
+        sys.exit(
+            "taskql worker needs MONGODB_URI and REDIS_URL: the servers' database and Redis. "
+            "(`taskql serve` runs jobs itself unless JOBS_IN_PROCESS=false.)"
+        )
+    if args.concurrency is not None and args.concurrency < 1:
+        sys.exit("--concurrency must be at least 1")
+    from taskql.jobs.worker import run_worker  # imports prometheus_client: after the metrics port is settled
+
+    with _metrics_listener(settings, settings.host, multiprocess=False, port=settings.worker_metrics_port):
+        asyncio.run(run_worker(settings, concurrency=args.concurrency or settings.jobs_concurrency))
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # SIGTERM: stop accepting, close WebSockets with 1012 (clients reconnect elsewhere and resume
     # with `after`), let in-flight requests finish for up to shutdown_timeout_seconds, close pools.
@@ -94,7 +113,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     with (
         embedded_services(settings) as served,
         shared_metrics_dir(workers) as metrics_dir,  # before prometheus_client
-        _metrics_listener(settings, host, multiprocess=metrics_dir is not None),
+        _metrics_listener(settings, host, multiprocess=metrics_dir is not None, port=settings.separate_metrics_port),
     ):
         os.environ.update(MONGODB_URI=served.mongodb_uri or "", REDIS_URL=served.redis_url or "")
         # Imports prometheus_client (a counter of dropped sockets): after shared_metrics_dir.
@@ -127,8 +146,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def _metrics_listener(settings: Settings, host: str, *, multiprocess: bool) -> Iterator[None]:
-    port = settings.separate_metrics_port
+def _metrics_listener(settings: Settings, host: str, *, multiprocess: bool, port: int | None) -> Iterator[None]:
     if port is None:  # /metrics is a route of the API (or off)
         yield
         return

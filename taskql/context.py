@@ -22,6 +22,7 @@ from taskql.loaders.request import Loaders
 from taskql.services.activity import ActivityService
 from taskql.services.common import Deps, Runtime
 from taskql.services.events import TaskEventService
+from taskql.services.notifications import NotificationService
 from taskql.services.projects import ProjectService
 from taskql.services.tasks import TaskService
 from taskql.services.users import (
@@ -51,6 +52,7 @@ class Context:
     tasks: TaskService = field(init=False)
     activity: ActivityService = field(init=False)
     task_events: TaskEventService = field(init=False)
+    notifications: NotificationService = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountService(self.deps)
@@ -59,6 +61,7 @@ class Context:
         self.tasks = TaskService(self.deps)
         self.activity = ActivityService(self.deps)
         self.task_events = TaskEventService(self.deps)
+        self.notifications = NotificationService(self.deps)
 
     def renew(self, deps: Deps) -> None:
         """A WebSocket's context lives as long as the connection: new viewer, or fresh loaders per event."""

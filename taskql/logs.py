@@ -14,6 +14,7 @@ import atexit
 import logging
 import queue
 import time
+from contextvars import ContextVar
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
@@ -27,6 +28,8 @@ OPERATIONS_KEY = "graphql_operations"
 ERROR_CODES_KEY = "graphql_error_codes"
 TRACE_ID_KEY = "trace_id"
 FIELDS = "fields"  # structured fields of a record: logger.info(..., extra={FIELDS: {...}})
+# Fields every record logged in this context carries (a job's id and name: jobs/worker.py).
+context_fields: ContextVar[dict[str, Any]] = ContextVar("taskql_log_fields", default={})  # noqa: B039 (never mutated)
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,8 +62,12 @@ JsonFormatter.converter = time.gmtime
 class _LogQueue(QueueHandler):
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Settles on the caller's thread only what cannot wait: the arguments (they may change) into
-        the message, the exception into text. The formatter runs on the listener's thread."""
+        the message, the exception into text, the context's fields. The formatter runs on the
+        listener's thread."""
         record.msg, record.args = record.getMessage(), None
+        shared = context_fields.get()
+        if shared:
+            setattr(record, FIELDS, {**shared, **getattr(record, FIELDS, {})})
         if record.exc_info:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None

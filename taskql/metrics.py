@@ -81,6 +81,24 @@ RATE_LIMIT_REJECTIONS = Counter(
     ["budget"],
 )
 
+# Background jobs (jobs/worker.py), by the job's name: a small fixed set.
+JOBS = Counter(
+    "taskql_jobs",
+    "Job attempts by job and outcome: complete, retried (it failed or was interrupted and runs again), failed "
+    "(its last attempt failed: it is not run again), aborted.",
+    ["job", "outcome"],
+)
+JOB_DURATION = Histogram(
+    "taskql_job_duration_seconds", "How long job attempts took, by job.", ["job"], buckets=OPERATION_BUCKETS
+)
+JOB_QUEUE = Gauge(
+    "taskql_job_queue_jobs",
+    "Jobs in the queue by state: queued (waiting for a worker), active (running), scheduled (retries and cron "
+    "jobs waiting for their time). Read by each worker every 10 s.",
+    ["state"],
+    multiprocess_mode="mostrecent",
+)
+
 
 async def endpoint(request: Request) -> Response:
     """GET /metrics. Collected in a thread: with several workers it reads and merges all their files."""

@@ -50,6 +50,10 @@ from taskql.http.client_ip import parse_networks
 from taskql.http.edge import API_ONLY_POLICY, HttpEdge
 from taskql.http.endpoint import Endpoint
 from taskql.http.subscription_outlet import OutletTransportWSHandler
+from taskql.jobs.context import JobContext
+from taskql.jobs.mailer import create_mailer
+from taskql.jobs.queue import JobQueue
+from taskql.jobs.worker import JobWorker
 from taskql.keyed_locks import KeyedLocks
 from taskql.loaders.cache import create_cache
 from taskql.loaders.task_lists import TaskListCache
@@ -274,7 +278,9 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
         events = EventBroker(event_store, buffer_size=settings.subscription_buffer_size)
         ended_logins = EndedLogins(events)
         db = Database(client, settings)
-        outbox = Outbox(db, events, redis_outage)
+        job_queue = JobQueue.create(settings, for_worker=False)
+        outbox = Outbox(db, events, job_queue, redis_outage)
+        job_worker = _in_process_worker(settings, db, events, outbox, tracer)
         cache = create_cache(settings, redis, redis_outage)
         revocations = Revocations(
             redis,
@@ -319,10 +325,15 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
             )
             outbox.start()
             ended_logins.start()
+            if job_worker is not None:
+                job_worker.start()
             yield
         finally:
             metrics.process_exiting()
+            if job_worker is not None:
+                await job_worker.stop()
             await outbox.stop()
+            await job_queue.close()
             await ended_logins.stop()
             await revocations.close()
             await events.close()
@@ -407,6 +418,19 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
     )
     app.state.graphql = graphql
     return app
+
+
+def _in_process_worker(
+    settings: Settings, db: Database, events: EventBroker, outbox: Outbox, tracer: Tracer | None
+) -> JobWorker | None:
+    """JOBS_IN_PROCESS: this process runs jobs too (`make run` alone then does everything)."""
+    if not settings.runs_jobs_in_process:
+        return None
+    queue = JobQueue.create(settings, for_worker=True)
+    context = JobContext(
+        settings=settings, db=db, events=events, outbox=outbox, queue=queue, mailer=create_mailer(settings)
+    )
+    return JobWorker(context, queue, concurrency=settings.jobs_concurrency, tracer=tracer)
 
 
 def create_app() -> Starlette:

@@ -5,6 +5,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -160,6 +161,33 @@ class Settings(BaseSettings):
     # reuse ends the login.
     refresh_reuse_grace_seconds: int = Field(10, ge=0, le=300)
 
+    # Background jobs (jobs/): notifications, email, reminders, cleanup, on a queue in Redis.
+    jobs_in_process: bool | None = Field(
+        None, description="run a job worker inside each server process (default: true outside production)"
+    )
+    jobs_concurrency: int = Field(10, ge=1, le=1000, description="jobs one worker runs at once")
+    job_timeout_seconds: int = Field(
+        60, ge=1, description="a job running longer is cancelled and retried (also how soon a killed worker's job is)"
+    )
+    job_max_attempts: int = Field(8, ge=1, le=100, description="attempts of a failing job before it is recorded failed")
+    job_retry_delay_seconds: float = Field(
+        2, gt=0, description="the first retry's delay; each next one doubles, with jitter, up to an hour"
+    )
+    reminder_lead_minutes: int = Field(1440, ge=1, description="how long before dueAt its assignee is reminded")
+    notification_retention_days: int = Field(90, ge=1, description="read notifications are deleted after this long")
+
+    # Email. No SMTP_URL: each email is written to DATA_DIR/mail/ as an .eml file (development).
+    smtp_url: str | None = Field(
+        None, description="smtp://user:password@host:587 (STARTTLS) or smtps://user:password@host:465 (TLS)"
+    )
+    smtp_timeout_seconds: float = Field(30, gt=0)
+    mail_from: str = "TaskQL <no-reply@localhost>"
+    public_url: str = Field("http://localhost:8000", description="where links in emails point: the frontend's URL")
+
+    @property
+    def runs_jobs_in_process(self) -> bool:
+        return (not self.is_production) if self.jobs_in_process is None else self.jobs_in_process
+
     @property
     def is_production(self) -> bool:
         return self.taskql_env == "production"
@@ -179,6 +207,11 @@ class Settings(BaseSettings):
         return self.metrics_port or (PRODUCTION_METRICS_PORT if self.is_production else None)
 
     @property
+    def worker_metrics_port(self) -> int | None:
+        """Where `taskql worker` answers /metrics: METRICS_PORT, else 9464 (it has no API port)."""
+        return (self.metrics_port or PRODUCTION_METRICS_PORT) if self.metrics_enabled else None
+
+    @property
     def uses_json_logs(self) -> bool:
         return self.log_format == "json" or (self.log_format == "auto" and self.is_production)
 
@@ -194,10 +227,17 @@ class Settings(BaseSettings):
     def refresh_reuse_grace(self) -> timedelta:
         return timedelta(seconds=self.refresh_reuse_grace_seconds)
 
-    @field_validator("mongodb_uri", "redis_url", mode="before")
+    @field_validator("mongodb_uri", "redis_url", "smtp_url", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value  # `MONGODB_URI=` in a .env or compose file: the embedded server
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("smtp", "smtps"):
+            raise ValueError("SMTP_URL must start with smtp:// (STARTTLS) or smtps:// (TLS from the start)")
+        return value
 
     @model_validator(mode="after")
     def _require_strong_secret_in_production(self) -> Settings:

@@ -138,6 +138,14 @@ class Database:
     def outbox(self) -> AsyncCollection:
         return self.db["outbox"]
 
+    @property
+    def notifications(self) -> AsyncCollection:
+        return self.db["notifications"]
+
+    @property
+    def emails(self) -> AsyncCollection:
+        return self.db["emails"]
+
     async def in_transaction(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
         """Run `work` atomically (retrying transient transaction errors) where the server allows it."""
         if not self.supports_transactions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from taskql.db.client import Database
+from taskql.db.tasks import DUE_SOON_MARK, OVERDUE_MARK
 
 # Keys a task connection can be ordered by (see db/tasks.py ORDER_KEYS); each is paginated
 # on (scope, key, _id), so each needs that index for a project scope and an assignee scope.
@@ -40,6 +41,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         # Term first: a (project_id, search_terms) index would also match plain project_id queries, and
         # SecantusDB's planner then picks it (multikey, every key of every task) over the sort indexes.
         IndexModel([("search_terms", ASCENDING), ("project_id", ASCENDING)], name="search_terms_project"),
+        # Pending due-date reminders (db/tasks.py reminder_marks), found every minute by jobs/reminders.py.
+        IndexModel([(DUE_SOON_MARK, ASCENDING)], name="due_soon_reminder"),
+        IndexModel([(OVERDUE_MARK, ASCENDING)], name="overdue_reminder"),
     ],
     "activity": [
         IndexModel([("task_id", ASCENDING), ("at", ASCENDING), ("_id", ASCENDING)], name="task_at"),
@@ -47,6 +51,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     # The relay looks for events left unpublished for a while, oldest first.
     "outbox": [IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)], name="created")],
+    "notifications": [
+        IndexModel([("cause", ASCENDING)], unique=True, name="cause_unique"),  # one per cause (db/notifications.py)
+        IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="user_created"),
+        IndexModel([("read_at", ASCENDING)], name="read"),  # cleanup: read before the retention
+    ],
+    "emails": [IndexModel([("sent_at", ASCENDING)], name="sent")],  # cleanup
 }
 
 

@@ -87,3 +87,16 @@ async def revoke_user_sessions(
     await db.sessions.update_many(query, {"$set": {"revoked_at": now}})
     # Read back by the revocation's own time: a login started meanwhile is either in both or in neither.
     return await db.sessions.distinct("family_id", {"user_id": user_id, "revoked_at": now})
+
+
+async def delete_expired_sessions(db: Database, *, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` sessions that expired before `before`; returns how many. (MongoDB's TTL
+    monitor also removes them, once a minute, where it runs: sharded clusters and some hosted
+    services throttle or pause it.)"""
+    ids = [
+        doc["_id"]
+        async for doc in db.sessions.find({"expires_at": {"$lt": before}}, projection={"_id": 1}).limit(limit)
+    ]
+    if not ids:
+        return 0
+    return (await db.sessions.delete_many({"_id": {"$in": ids}, "expires_at": {"$lt": before}})).deleted_count

@@ -160,6 +160,36 @@ def derived_fields(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A task's pending due-date reminders, each the due date it is for (None: none pending): armed for
+# an open task's due date by its writes (services/tasks.py), claimed once by jobs/reminders.py.
+DUE_SOON_MARK = "remind_due_at"
+OVERDUE_MARK = "overdue_due_at"
+
+
+def reminder_marks(due_at: datetime | None) -> dict[str, Any]:
+    return {DUE_SOON_MARK: due_at, OVERDUE_MARK: due_at}
+
+
+async def find_pending_reminders(
+    db: Database, *, mark: str, after: datetime | None, until: datetime, limit: int
+) -> list[tuple[TaskRecord, datetime]]:
+    """Tasks whose `mark` reminder is pending for a due date in (after, until], earliest first,
+    with that due date."""
+    bounds: dict[str, Any] = {"$lte": until} if after is None else {"$gt": after, "$lte": until}
+    cursor = db.tasks.find({mark: bounds}, projection=_HIDDEN).sort(mark, 1).limit(limit)
+    return [(TaskRecord.from_doc(doc), doc[mark]) async for doc in cursor]
+
+
+async def claim_reminder(
+    db: Database, *, task_id: ObjectId, mark: str, due_at: datetime, session: AsyncClientSession | None = None
+) -> bool:
+    """Takes the task's `mark` reminder for `due_at` if it is still pending for that date: True for
+    one caller only. The overdue reminder also takes the due-soon one, which has no purpose left."""
+    clears = reminder_marks(None) if mark == OVERDUE_MARK else {DUE_SOON_MARK: None}
+    result = await db.tasks.update_one({"_id": task_id, mark: due_at}, {"$set": clears}, session=session)
+    return result.modified_count == 1
+
+
 async def insert_task(db: Database, *, values: dict[str, Any], session: AsyncClientSession | None = None) -> TaskRecord:
     doc = {"_id": ObjectId(), **values, "version": 1}
     doc.update(derived_fields(doc))

@@ -7,6 +7,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from taskql.db.client import Database
@@ -26,6 +27,7 @@ class UserRecord:
     created_at: datetime
     updated_at: datetime
     version: int  # +1 on every change; orders cache writes
+    email_notifications: bool = True  # emails about tasks (account emails are always sent)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> UserRecord:
@@ -37,6 +39,7 @@ class UserRecord:
             created_at=doc["created_at"],
             updated_at=doc["updated_at"],
             version=doc.get("version", 0),
+            email_notifications=doc.get("email_notifications", True),
         )
 
     def to_doc(self) -> dict[str, Any]:
@@ -48,6 +51,7 @@ class UserRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "version": self.version,
+            "email_notifications": self.email_notifications,
         }
 
 
@@ -61,7 +65,14 @@ EMAIL_TAKEN = "An account with this email already exists."
 
 
 async def insert_user(
-    db: Database, *, email: str, name: str, password_hash: str, role: str, now: datetime
+    db: Database,
+    *,
+    email: str,
+    name: str,
+    password_hash: str,
+    role: str,
+    now: datetime,
+    session: AsyncClientSession | None = None,
 ) -> UserRecord:
     doc = {
         "_id": ObjectId(),
@@ -74,7 +85,7 @@ async def insert_user(
         "version": 1,
     }
     try:
-        await db.users.insert_one(doc)
+        await db.users.insert_one(doc, session=session)
     except DuplicateKeyError as exc:
         raise Conflict(EMAIL_TAKEN, field=("input", "email")) from exc
     return UserRecord.from_doc(doc)
@@ -92,17 +103,30 @@ async def find_user_by_email(db: Database, *, email: str) -> UserRecord | None:
     return UserRecord.from_doc(doc) if doc else None
 
 
+async def find_user(db: Database, *, user_id: ObjectId) -> UserRecord | None:
+    doc = await db.users.find_one({"_id": user_id}, projection=_NO_HASH)
+    return UserRecord.from_doc(doc) if doc else None
+
+
 async def find_users_by_ids(db: Database, *, ids: Sequence[ObjectId]) -> list[UserRecord]:
     return [UserRecord.from_doc(doc) async for doc in db.users.find({"_id": {"$in": list(ids)}}, projection=_NO_HASH)]
 
 
-async def update_user(db: Database, *, user_id: ObjectId, changes: dict[str, Any], now: datetime) -> UserRecord | None:
+async def update_user(
+    db: Database,
+    *,
+    user_id: ObjectId,
+    changes: dict[str, Any],
+    now: datetime,
+    session: AsyncClientSession | None = None,
+) -> UserRecord | None:
     try:
         doc = await db.users.find_one_and_update(
             {"_id": user_id},
             {"$set": {**changes, "updated_at": now}, "$inc": {"version": 1}},
             projection=_NO_HASH,
             return_document=ReturnDocument.AFTER,
+            session=session,
         )
     except DuplicateKeyError as exc:
         raise Conflict(EMAIL_TAKEN, field=("input", "email")) from exc

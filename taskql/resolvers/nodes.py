@@ -6,6 +6,7 @@ import strawberry
 
 from taskql.db.pagination import MAX_PAGE_SIZE
 from taskql.errors import BadUserInput
+from taskql.schema.notifications import Notification
 from taskql.schema.projects import Project
 from taskql.schema.relay import Node, decode_any_id
 from taskql.schema.tasks import Task
@@ -15,13 +16,15 @@ MAX_NODES = MAX_PAGE_SIZE
 
 
 async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
-    """Any object (User, Project, Task) by its global ID."""
+    """Any object (User, Project, Task, Notification) by its global ID."""
     type_name, object_id = decode_any_id(id)
     context = info.context
     if type_name == "Task":
         return Task.from_record(await context.tasks.get(object_id))
     if type_name == "Project":
         return Project.from_record(await context.projects.get(object_id))
+    if type_name == "Notification":
+        return Notification.from_record(await context.notifications.get(object_id))
     return User.from_record(await context.users.get_visible(object_id))
 
 

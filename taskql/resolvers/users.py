@@ -71,8 +71,12 @@ async def logout_all(info: strawberry.Info, input: LogoutAllInput | None = None)
 
 
 async def update_profile(info: strawberry.Info, input: UpdateProfileInput) -> UserPayload:
-    """Change the viewer's name or email."""
-    user, errors = await attempt(info.context.accounts.update_profile(name=input.name, email=input.email))
+    """Change the viewer's name, email, or whether they get emails about tasks."""
+    user, errors = await attempt(
+        info.context.accounts.update_profile(
+            name=input.name, email=input.email, email_notifications=input.email_notifications
+        )
+    )
     return UserPayload(user=User.from_record(user) if user else None, user_errors=errors)
 
 

@@ -16,7 +16,7 @@ from taskql.errors import BadUserInput
 
 N = TypeVar("N")
 R = TypeVar("R")
-NODE_TYPES = ("User", "Project", "Task")
+NODE_TYPES = ("User", "Project", "Task", "Notification")
 
 
 @strawberry.interface(description="An object with a globally unique, opaque ID.")

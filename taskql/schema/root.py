@@ -15,6 +15,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from taskql.resolvers import nodes as node_fields
+from taskql.resolvers import notifications as notification_fields
 from taskql.resolvers import projects as project_fields
 from taskql.resolvers import subscriptions as subscription_fields
 from taskql.resolvers import tasks as task_fields
@@ -25,6 +26,7 @@ from taskql.schema.extensions.guard import Documents, OperationGuard
 from taskql.schema.extensions.limits import shape_limits, validation_rules
 from taskql.schema.extensions.metrics import OperationMetrics, count_errors, time_root_fields
 from taskql.schema.extensions.shared_events import SharedEventExecutor
+from taskql.schema.notifications import MarkNotificationsReadPayload, Notification
 from taskql.schema.projects import DeleteProjectPayload, Project, ProjectPayload
 from taskql.schema.relay import Connection, Node
 from taskql.schema.scalars import DATE_TIME
@@ -82,6 +84,7 @@ class Mutation:
     create_task: TaskPayload = _mutation(task_fields.create_task)
     update_task: TaskPayload = _mutation(task_fields.update_task)
     delete_task: DeleteTaskPayload = _mutation(task_fields.delete_task)
+    mark_notifications_read: MarkNotificationsReadPayload = _mutation(notification_fields.mark_notifications_read)
 
 
 @strawberry.type
@@ -89,6 +92,11 @@ class Subscription:
     task_events: TaskEvent = strawberry.subscription(
         resolver=subscription_fields.task_events,
         description=inspect.getdoc(subscription_fields.task_events),
+        permission_classes=[IsAuthenticated],
+    )
+    notification_added: Notification = strawberry.subscription(
+        resolver=notification_fields.notification_added,
+        description=inspect.getdoc(notification_fields.notification_added),
         permission_classes=[IsAuthenticated],
     )
 

@@ -2,13 +2,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from bson import ObjectId
 
 from taskql.db.users import UserRecord
 from taskql.schema.errors import UserError
-from taskql.schema.relay import Node, encode_id
+from taskql.schema.extensions.shared_events import PER_VIEWER
+from taskql.schema.relay import Connection, Node, encode_id
+
+if TYPE_CHECKING:
+    from taskql.schema.notifications import Notification
+
+_NOTIFICATIONS = "taskql.schema.notifications"
 
 
 @strawberry.enum
@@ -19,6 +26,7 @@ class UserRole(Enum):
 
 @strawberry.type
 class User(Node):
+    record: strawberry.Private[UserRecord]
     id: strawberry.ID
     email: str
     name: str
@@ -29,6 +37,7 @@ class User(Node):
     @classmethod
     def from_record(cls, user: UserRecord) -> User:
         return cls(
+            record=user,
             id=encode_id("User", user.id),
             email=user.email,
             name=user.name,
@@ -36,6 +45,30 @@ class User(Node):
             created_at=user.created_at,
             updated_at=user.updated_at,
         )
+
+    @strawberry.field(
+        description="Whether emails about tasks (assigned, due soon) are sent. Only on `viewer`.",
+        metadata={PER_VIEWER: True},
+    )
+    def email_notifications(self, info: strawberry.Info) -> bool:
+        info.context.notifications.require_self(self.record.id)
+        return self.record.email_notifications
+
+    @strawberry.field(description="The viewer's notifications, newest first. Only on `viewer`.")
+    async def notifications(
+        self,
+        info: strawberry.Info,
+        first: int | None = None,
+        after: str | None = None,
+        unread_only: bool = False,
+    ) -> Connection[Annotated[Notification, strawberry.lazy(_NOTIFICATIONS)]]:
+        from taskql.resolvers.notifications import user_notifications
+
+        return await user_notifications(info, self.record.id, first, after, unread_only)
+
+    @strawberry.field(description="How many of the viewer's notifications are unread. Only on `viewer`.")
+    async def unread_notification_count(self, info: strawberry.Info) -> int:
+        return await info.context.notifications.count(self.record.id, unread_only=True)
 
 
 async def load_user(info: strawberry.Info, user_id: ObjectId) -> User:
@@ -80,6 +113,9 @@ class LogoutAllInput:
 class UpdateProfileInput:
     name: str | None = None
     email: str | None = None
+    email_notifications: bool | None = strawberry.field(
+        default=None, description="Whether emails about tasks (assigned, due soon) are sent to you."
+    )
 
 
 @strawberry.input

@@ -1,13 +1,15 @@
-"""Announcing committed writes to subscribers, losing none and repeating none.
+"""Announcing committed writes to subscribers and queueing the jobs they cause, losing none and
+repeating none.
 
 A write stages its events in the outbox collection inside its own transaction, so an event is
 stored exactly when its change is committed. After the commit, the writer publishes them to the
-project's event log; they are deleted from the outbox soon after, in batches. When publishing
+project's event log and queues their jobs; they are deleted from the outbox soon after, in batches. When publishing
 cannot happen (Redis away, the process stopped, or the commit's outcome unknown to the writer),
 the Outbox that every instance runs publishes whatever has waited longer than RELAY_GRACE, oldest
 first. The log refuses an event ID it already holds, so a writer and a relay, or two relays, never
-publish an event twice. An event the relay recovers arrives after the events published meanwhile; its
-`task.version` shows which state is newer.
+publish an event twice; the queue holds one job per cause while it waits, and every job is
+idempotent per cause (jobs/). An event the relay recovers arrives after the events published
+meanwhile; its `task.version` shows which state is newer.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -26,7 +28,7 @@ from pymongo.errors import PyMongoError
 from taskql.cancellation import raise_if_cancelled
 from taskql.clock import utcnow
 from taskql.db.client import Database
-from taskql.db.outbox import OutboxEvent, delete_events, find_events_created_before, insert_events
+from taskql.db.outbox import JobRequest, OutboxEvent, delete_events, find_events_created_before, insert_events
 from taskql.db.tasks import TaskRecord
 from taskql.events.broker import EventBroker
 from taskql.outage import RedisOutage
@@ -37,13 +39,26 @@ RELAY_INTERVAL_SECONDS = 1.0
 RELAY_BATCH = 100
 
 
+class JobSink(Protocol):
+    """Where the jobs of committed writes are queued (jobs/queue.py)."""
+
+    async def enqueue(self, request: JobRequest, *, cause: str) -> None: ...
+
+
+def jobs_only(*jobs: JobRequest) -> OutboxEvent:
+    """An outbox entry that publishes nothing and queues `jobs` once its write is committed."""
+    return OutboxEvent(id=ObjectId(), channel=None, payload={}, jobs=jobs)
+
+
 def project_event(actor_id: ObjectId, project_id: ObjectId, kind: str, **fields: Any) -> OutboxEvent:
     payload = {"kind": kind, "project_id": project_id, "actor_id": actor_id, "at": utcnow(), **fields}
     return OutboxEvent(id=ObjectId(), channel=str(project_id), payload=payload)
 
 
-def task_event(actor_id: ObjectId, kind: str, task: TaskRecord, changed_fields: list[str]) -> OutboxEvent:
-    return project_event(
+def task_event(
+    actor_id: ObjectId, kind: str, task: TaskRecord, changed_fields: list[str], jobs: tuple[JobRequest, ...] = ()
+) -> OutboxEvent:
+    event = project_event(
         actor_id,
         task.project_id,
         kind,
@@ -51,6 +66,7 @@ def task_event(actor_id: ObjectId, kind: str, task: TaskRecord, changed_fields: 
         changed_fields=changed_fields,
         task=None if kind == "TASK_DELETED" else task.to_doc(),
     )
+    return OutboxEvent(id=event.id, channel=event.channel, payload=event.payload, jobs=jobs)
 
 
 async def stage(db: Database, session: AsyncClientSession | None, events: list[OutboxEvent]) -> list[OutboxEvent]:
@@ -64,28 +80,38 @@ class Outbox:
     outbox (in batches, after the writer has answered) and relays what was not."""
 
     def __init__(
-        self, db: Database, broker: EventBroker, redis_outage: RedisOutage, *, grace: timedelta = RELAY_GRACE
+        self,
+        db: Database,
+        broker: EventBroker,
+        jobs: JobSink,
+        redis_outage: RedisOutage,
+        *,
+        grace: timedelta = RELAY_GRACE,
     ) -> None:
         self._db = db
         self._broker = broker
+        self._jobs = jobs
         self._redis_outage = redis_outage
         self._grace = grace
         self._published: list[ObjectId] = []
         self._task: asyncio.Task[None] | None = None
 
     async def publish(self, events: list[OutboxEvent]) -> int:
-        """Publishes committed events in order; returns how many. While Redis fails (for at most
-        REDIS_TIMEOUT_SECONDS, then not tried for a while: outage.py) the event and the ones after
-        it (to keep their order) stay in the outbox for the relay."""
+        """Publishes committed events in order and queues their jobs; returns how many events. While
+        Redis fails (for at most REDIS_TIMEOUT_SECONDS, then not tried for a while: outage.py) the
+        event and the ones after it (to keep their order) stay in the outbox for the relay."""
         for published, event in enumerate(events):
-            ok, _ = await self._redis_outage.attempt(
-                lambda event=event: self._broker.publish(event.channel, event.payload, event_id=str(event.id)),
-                part="events",
-            )
+            ok, _ = await self._redis_outage.attempt(lambda event=event: self._announce(event), part="events")
             if not ok:
                 return published
             self._published.append(event.id)
         return len(events)
+
+    async def _announce(self, event: OutboxEvent) -> None:
+        if event.channel is not None:
+            await self._broker.publish(event.channel, event.payload, event_id=str(event.id))
+        for number, job in enumerate(event.jobs):
+            await self._jobs.enqueue(job, cause=job.cause or f"{event.id}:{number}")
 
     async def clear_published(self) -> None:
         published, self._published = self._published, []

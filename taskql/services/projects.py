@@ -18,6 +18,7 @@ from taskql.db.users import find_user_by_email
 from taskql.errors import Conflict, NotFound
 from taskql.services import outbox
 from taskql.services.common import Deps
+from taskql.services.follow_ups import notify_request
 from taskql.services.validation import Checker, canonical_email
 
 NAME_MAX_LENGTH = 100
@@ -155,17 +156,24 @@ class ProjectService:
         if project.role_of(user.id) is not None:
             raise Conflict("This user is already a member of the project.", field=("input", "email"))
 
-        async def write(session: AsyncClientSession | None) -> ProjectRecord | None:
+        actor_id = self._deps.require_viewer().id
+
+        async def write(session: AsyncClientSession | None) -> tuple[ProjectRecord | None, list[OutboxEvent]]:
             updated = await projects_db.add_member(
                 self._db, project_id=project_id, user_id=user.id, role=role, now=utcnow(), session=session
             )
-            if updated is not None:
-                await self._record(session, project_id, "MEMBER_ADDED", ["members"])
-            return updated
+            if updated is None:
+                return None, []
+            await self._record(session, project_id, "MEMBER_ADDED", ["members"])
+            if user.id == actor_id:  # an admin adding themselves
+                return updated, []
+            notice = notify_request("ADDED_TO_PROJECT", user_id=user.id, project_id=project_id, actor_id=actor_id)
+            return updated, await outbox.stage(self._db, session, [outbox.jobs_only(notice)])
 
-        updated = await self._db.in_transaction(write)
+        updated, events = await self._db.in_transaction(write)
         if updated is None:
             raise Conflict("This user is already a member of the project.", field=("input", "email"))
+        await self._deps.runtime.outbox.publish(events)
         return await self._deps.loaders.projects.store(updated)
 
     def _require_not_owner(self, project: ProjectRecord, user_id: ObjectId) -> MemberRecord:

@@ -22,6 +22,7 @@ from taskql.errors import BadUserInput, NotFound, VersionConflict
 from taskql.loaders.task_lists import decode_page, encode_page
 from taskql.services import outbox
 from taskql.services.common import Deps
+from taskql.services.follow_ups import assignment_notices
 from taskql.services.validation import Checker
 
 TITLE_MAX_LENGTH = 200
@@ -73,6 +74,18 @@ def _completion(status: str | None, current: TaskRecord | None, now: datetime) -
     if status is None or (current is not None and status == current.status):
         return {}
     return {"completed_at": now if status == "DONE" else None}
+
+
+def _reminders(current: TaskRecord | None, changed: Mapping[str, Any]) -> dict[str, Any]:
+    """Due-date reminders (jobs/reminders.py) are armed for an open task's due date when it is set,
+    or when the task is reopened, and disarmed when it is done or its due date is removed. Each is
+    sent once per task and due date, however often it is armed."""
+    status = changed.get("status", current.status if current else "TODO")
+    was_done = current is not None and current.status == "DONE"
+    if current is not None and "due_at" not in changed and (status == "DONE") == was_done:
+        return {}
+    due_at = changed.get("due_at", current.due_at if current else None)
+    return tasks_db.reminder_marks(None if status == "DONE" else due_at)
 
 
 class TaskService:
@@ -181,22 +194,28 @@ class TaskService:
         return await tasks_db.count_search(self._db, scope=scope, terms=terms)
 
     async def _record(
-        self, session: AsyncClientSession | None, task: TaskRecord, kind: str, changed: list[str], now: datetime
+        self,
+        session: AsyncClientSession | None,
+        task: TaskRecord,
+        kind: str,
+        changed: list[str],
+        now: datetime,
     ) -> list[OutboxEvent]:
-        """The write's activity entry and its live event, in its transaction; publish the event after it."""
+        """The write's activity entry, its live event and the jobs it causes, in its transaction;
+        publish the event after it."""
+        actor_id = self._deps.require_viewer().id
         await append_event(
             self._db,
             project_id=task.project_id,
             task_id=task.id,
-            actor_id=self._deps.require_viewer().id,
+            actor_id=actor_id,
             kind=kind,
             changed_fields=changed,
             at=now,
             session=session,
         )
-        return await outbox.stage(
-            self._db, session, [outbox.task_event(self._deps.require_viewer().id, kind, task, changed)]
-        )
+        notices = assignment_notices(actor_id, task) if "assignee" in changed else ()
+        return await outbox.stage(self._db, session, [outbox.task_event(actor_id, kind, task, changed, notices)])
 
     async def _publish(self, events: list[OutboxEvent]) -> None:
         await self._deps.runtime.outbox.publish(events)
@@ -223,6 +242,7 @@ class TaskService:
             "completed_at": None,
         }
         document.update(_completion(document["status"], None, now))
+        document.update(_reminders(None, document))
 
         async def write(session: AsyncClientSession | None) -> tuple[TaskRecord, list[OutboxEvent]]:
             task = await tasks_db.insert_task(self._db, values=document, session=session)
@@ -305,7 +325,12 @@ class TaskService:
         self, session: AsyncClientSession | None, current: TaskRecord, changed: dict[str, Any], now: datetime
     ) -> tuple[TaskRecord, TaskRecord, list[OutboxEvent]] | None:
         """`changed` written over `current` if the task is still at its version, with its activity and event."""
-        update = {**changed, "updated_at": now, **_completion(changed.get("status"), current, now)}
+        update = {
+            **changed,
+            "updated_at": now,
+            **_completion(changed.get("status"), current, now),
+            **_reminders(current, changed),
+        }
         updated = await tasks_db.update_task_if_version(self._db, current=current, changes=update, session=session)
         if updated is None:
             return None

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from bson import ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from taskql.auth.permissions import Viewer
 from taskql.auth.revocations import SESSION_ENDED
@@ -13,11 +14,14 @@ from taskql.auth.tokens import AccessClaims, hash_refresh_token, new_refresh_tok
 from taskql.clock import utcnow
 from taskql.db import sessions as sessions_db
 from taskql.db import users as users_db
+from taskql.db.outbox import OutboxEvent
 from taskql.db.projects import share_a_project
 from taskql.db.users import UserRecord
 from taskql.errors import InvalidCredentials, NotFound, Unauthenticated
 from taskql.loaders.request import Loaders
+from taskql.services import outbox
 from taskql.services.common import Deps, Runtime
+from taskql.services.follow_ups import email_request
 from taskql.services.login_throttle import LoginThrottle
 from taskql.services.validation import Checker, canonical_email
 
@@ -95,6 +99,12 @@ class AccountService:
             expires_in=int(tokens.access_ttl.total_seconds()),
         )
 
+    async def _stage_email(
+        self, session: AsyncClientSession | None, template: str, user: UserRecord
+    ) -> list[OutboxEvent]:
+        """The account email a write sends, queued once the write is committed."""
+        return await outbox.stage(self._db, session, [outbox.jobs_only(email_request(template, user_id=user.id))])
+
     async def register(self, *, email: str, name: str, password: str) -> AuthResult:
         # Failed registrations count too: "email already taken" would otherwise list the accounts.
         throttle = LoginThrottle(self._deps, "register", canonical_email(email))
@@ -104,14 +114,22 @@ class AccountService:
         name = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
         check.password(("input", "password"), password)
         check.raise_if_any()
-        user = await users_db.insert_user(
-            self._db,
-            email=email,
-            name=name,
-            password_hash=await self._runtime.passwords.hash(password),
-            role="USER",
-            now=utcnow(),
-        )
+        password_hash = await self._runtime.passwords.hash(password)
+
+        async def write(session: AsyncClientSession | None) -> tuple[UserRecord, list[OutboxEvent]]:
+            user = await users_db.insert_user(
+                self._db,
+                email=email,
+                name=name,
+                password_hash=password_hash,
+                role="USER",
+                now=utcnow(),
+                session=session,
+            )
+            return user, await self._stage_email(session, "welcome", user)
+
+        user, events = await self._db.in_transaction(write)
+        await self._runtime.outbox.publish(events)
         await throttle.succeeded()
         return await self._start_session(user)
 
@@ -179,10 +197,15 @@ class AccountService:
         )
         await self._logins_ended(revoked)
 
-    async def update_profile(self, *, name: str | None, email: str | None) -> UserRecord:
+    async def update_profile(
+        self, *, name: str | None, email: str | None, email_notifications: bool | None = None
+    ) -> UserRecord:
+        """`email_notifications`: whether emails about tasks are sent (account emails always are)."""
         viewer = self._deps.require_viewer()
         check = Checker()
-        changes: dict[str, str] = {}
+        changes: dict[str, str | bool] = {}
+        if email_notifications is not None and email_notifications != viewer.user.email_notifications:
+            changes["email_notifications"] = email_notifications
         if name is not None:
             changes["name"] = check.text(("input", "name"), name, min_length=1, max_length=NAME_MAX_LENGTH)
         if email is not None:
@@ -215,9 +238,17 @@ class AccountService:
             raise InvalidCredentials("The current password is wrong.", field=("input", "currentPassword"))
         now = utcnow()
         new_hash = await self._runtime.passwords.hash(new_password)
-        user = await users_db.update_user(self._db, user_id=viewer.id, changes={"password_hash": new_hash}, now=now)
+
+        async def write(session: AsyncClientSession | None) -> tuple[UserRecord | None, list[OutboxEvent]]:
+            user = await users_db.update_user(
+                self._db, user_id=viewer.id, changes={"password_hash": new_hash}, now=now, session=session
+            )
+            return user, [] if user is None else await self._stage_email(session, "password_changed", user)
+
+        user, events = await self._db.in_transaction(write)
         if user is None:
             raise NotFound(USER_NOT_FOUND)
+        await self._runtime.outbox.publish(events)
         revoked = await sessions_db.revoke_user_sessions(
             self._db, user_id=viewer.id, now=now, keep_family=viewer.session_family_id
         )

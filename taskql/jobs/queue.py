@@ -1,0 +1,73 @@
+"""The job queue (saq on Redis): how jobs are queued, with their retry policy and trace context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import propagate
+from redis.asyncio import Redis
+from saq import Job
+from saq.queue.redis import RedisQueue
+
+from taskql.db.outbox import JobRequest
+from taskql.settings import Settings
+
+QUEUE_NAME = "taskql"
+MAX_RETRY_DELAY_SECONDS = 3600
+FINISHED_JOB_TTL_SECONDS = 86_400  # a finished job's record stays this long in Redis (saq expires it)
+DEQUEUE_TIMEOUT_SECONDS = 1.0  # an idle worker notices a shutdown within this long
+TRACE_CONTEXT = "trace"  # in job.meta: the W3C trace context of the request that queued it
+
+
+async def _carry_trace_context(job: Job) -> None:
+    """Links the job's span to the span that queued it: a request's, when it was queued by one."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if carrier:
+        job.meta[TRACE_CONTEXT] = carrier
+
+
+class JobQueue:
+    """Queues jobs, one per function and cause while it waits or runs (saq's job key)."""
+
+    def __init__(self, queue: RedisQueue, settings: Settings) -> None:
+        self.saq = queue
+        self._settings = settings
+        queue.register_before_enqueue(_carry_trace_context)
+
+    @classmethod
+    def create(cls, settings: Settings, *, for_worker: bool) -> JobQueue:
+        """A queue on a Redis client of its own: a worker's blocks in dequeue for up to
+        DEQUEUE_TIMEOUT_SECONDS; a server's only queues, and fails as fast as its other commands."""
+        assert settings.redis_url is not None, "taskql serve sets REDIS_URL (an embedded server when unset)"
+        timeout = DEQUEUE_TIMEOUT_SECONDS + 5 if for_worker else max(settings.redis_timeout_seconds, 1.0)
+        redis: Redis = Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=settings.redis_timeout_seconds
+        )
+        return cls(RedisQueue(redis, name=QUEUE_NAME), settings)
+
+    async def connect(self) -> None:
+        await self.saq.connect()
+
+    async def close(self) -> None:
+        await self.saq.disconnect()
+
+    def job(self, function: str, *, key: str, kwargs: dict[str, Any], timeout: int | None = None) -> Job:
+        """A job with the retry policy of the settings: JOB_MAX_ATTEMPTS attempts, the delays doubling
+        from JOB_RETRY_DELAY_SECONDS with jitter (saq's exponential backoff), up to an hour."""
+        settings = self._settings
+        return Job(
+            function=function,
+            kwargs=kwargs,
+            key=key,
+            timeout=timeout or settings.job_timeout_seconds,
+            retries=settings.job_max_attempts,
+            retry_delay=settings.job_retry_delay_seconds,
+            retry_backoff=MAX_RETRY_DELAY_SECONDS,
+            ttl=FINISHED_JOB_TTL_SECONDS,
+        )
+
+    async def enqueue(self, request: JobRequest, *, cause: str) -> None:
+        """Queues the job of `cause` (JobSink of the outbox); nothing if it is already waiting or running."""
+        kwargs = {**request.kwargs, "cause": cause}
+        await self.saq.enqueue(self.job(request.function, key=f"{request.function}:{cause}", kwargs=kwargs))
