@@ -96,6 +96,8 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_LogQueue(records)]
     root.setLevel(settings.log_level)
+    # saq logs each job three times at INFO (queued, processing, finished); jobs/worker.py logs it once.
+    logging.getLogger("saq").setLevel(max(logging.WARNING, root.level))
     # Uvicorn's own access lines would repeat ours without the request id or the user.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

@@ -313,6 +313,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
                 events=events,
                 ended_logins=ended_logins,
                 outbox=outbox,
+                jobs=job_queue,
                 rate_limits=Counters(redis),
                 redis_outage=redis_outage,
                 task_writes=KeyedLocks(),

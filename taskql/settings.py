@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -165,6 +166,9 @@ class Settings(BaseSettings):
     jobs_in_process: bool | None = Field(
         None, description="run a job worker inside each server process (default: true outside production)"
     )
+    jobs_queue: str = Field(
+        "taskql", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="the queue's name in Redis"
+    )
     jobs_concurrency: int = Field(10, ge=1, le=1000, description="jobs one worker runs at once")
     job_timeout_seconds: int = Field(
         60, ge=1, description="a job running longer is cancelled and retried (also how soon a killed worker's job is)"
@@ -174,6 +178,8 @@ class Settings(BaseSettings):
         2, gt=0, description="the first retry's delay; each next one doubles, with jitter, up to an hour"
     )
     reminder_lead_minutes: int = Field(1440, ge=1, description="how long before dueAt its assignee is reminded")
+    reminder_schedule: str = Field("* * * * *", description="when due dates are checked: cron, in UTC")
+    cleanup_schedule: str = Field("0 * * * *", description="when expired data is deleted: cron, in UTC")
     notification_retention_days: int = Field(90, ge=1, description="read notifications are deleted after this long")
 
     # Email. No SMTP_URL: each email is written to DATA_DIR/mail/ as an .eml file (development).
@@ -231,6 +237,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value  # `MONGODB_URI=` in a .env or compose file: the embedded server
+
+    @field_validator("reminder_schedule", "cleanup_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError("must be a cron expression: minute hour day month weekday (and seconds, optionally)")
+        return value
 
     @field_validator("smtp_url")
     @classmethod

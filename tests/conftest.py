@@ -29,6 +29,7 @@ from taskql.loaders.cache import EntityCache
 from taskql.schema.root import build_schema
 from taskql.server import build_app
 from taskql.settings import UNLIMITED_RATE, Settings
+from tests.mail import Inbox, smtp_inbox
 
 TEST_SECRET = "test-secret-" + "x" * 40
 PASSWORD = "correct horse battery"
@@ -87,6 +88,7 @@ def settings(mongodb_uri: str, redis_url: str, tmp_path: Path) -> Settings:
         mongodb_database=f"test_{uuid.uuid4().hex[:12]}",
         jwt_secret=TEST_SECRET,
         data_dir=tmp_path,
+        jobs_in_process=False,  # tests that run jobs start their worker (tests/test_jobs.py)
         **UNLIMITED_RATE,  # tests share 127.0.0.1: only test_rate_limits keeps budgets
     )
 
@@ -141,6 +143,25 @@ async def app(settings: Settings) -> AsyncIterator[Any]:
     client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri)
     await client.drop_database(settings.mongodb_database)
     await client.close()
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    """A real SMTP server on a free loopback port."""
+    yield from smtp_inbox()
+
+
+def with_jobs(settings: Settings, inbox: Inbox, **changes: Any) -> Settings:
+    """`settings` for a server that also runs jobs (JOBS_IN_PROCESS), mailing the test's SMTP server,
+    with fast retries. A test module that needs them overrides `settings` with this."""
+    changes = {
+        "jobs_in_process": True,
+        "smtp_url": inbox.url,
+        "job_retry_delay_seconds": 0.2,
+        "shutdown_timeout_seconds": 3,  # within LifespanManager's 5 s
+        **changes,
+    }
+    return settings.model_copy(update=changes)
 
 
 @pytest.fixture

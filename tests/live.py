@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from gql import Client, GraphQLRequest, gql
 from gql.transport.websockets import WebsocketsTransport
+from graphql import DocumentNode
 
 from taskql.embedded.child import free_port
 from taskql.settings import UNLIMITED_RATE
@@ -30,6 +31,23 @@ TASK_EVENTS = gql(
 )
 
 
+def _environment(
+    mongodb_uri: str | None, redis_url: str | None, database: str, data_dir: Path, settings: dict[str, Any]
+) -> dict[str, str]:
+    urls = {"MONGODB_URI": mongodb_uri, "REDIS_URL": redis_url}
+    return {
+        **{key: value for key, value in os.environ.items() if key not in urls},
+        **{key: url for key, url in urls.items() if url is not None},
+        "TASKQL_ENV": "test",
+        "MONGODB_DATABASE": database,
+        "JWT_SECRET": TEST_SECRET,
+        "DATA_DIR": str(data_dir),
+        "JOBS_IN_PROCESS": "false",  # a test that runs jobs says so
+        **{key.upper(): str(value) for key, value in UNLIMITED_RATE.items()},
+        **{key.upper(): str(value) for key, value in settings.items()},
+    }
+
+
 class LiveServer:
     """`taskql serve`; with a URL None it starts that embedded server itself, under data_dir."""
 
@@ -39,17 +57,7 @@ class LiveServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/graphql"
-        urls = {"MONGODB_URI": mongodb_uri, "REDIS_URL": redis_url}
-        self._env = {
-            **{key: value for key, value in os.environ.items() if key not in urls},
-            **{key: url for key, url in urls.items() if url is not None},
-            "TASKQL_ENV": "test",
-            "MONGODB_DATABASE": database,
-            "JWT_SECRET": TEST_SECRET,
-            "DATA_DIR": str(data_dir),
-            **{key.upper(): str(value) for key, value in UNLIMITED_RATE.items()},
-            **{key.upper(): str(value) for key, value in settings.items()},
-        }
+        self._env = _environment(mongodb_uri, redis_url, database, data_dir, settings)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,6 +97,44 @@ class LiveServer:
             self._process = None
 
 
+class LiveWorker:
+    """`taskql worker`, on the database and Redis of a LiveServer."""
+
+    def __init__(self, *, mongodb_uri: str, redis_url: str, database: str, data_dir: Path, **settings: Any) -> None:
+        self.metrics_port = free_port()
+        worker_settings = {"metrics_port": self.metrics_port, **settings}
+        self._env = _environment(mongodb_uri, redis_url, database, data_dir, worker_settings)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Returns once the worker takes jobs: it sets its queue gauge when it first reports to the queue."""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "taskql", "worker", "--concurrency", "4"], env=self._env
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if "taskql_job_queue_jobs{" in httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text:
+                    return
+            if self._process.poll() is not None:
+                raise RuntimeError("the worker exited during startup")
+            time.sleep(0.1)
+        raise RuntimeError("the worker did not start")
+
+    def signal(self, signum: int) -> None:
+        assert self._process is not None
+        self._process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self._process is not None
+        return self._process.wait(timeout)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(15)
+
+
 class User:
     """A registered user talking to a live server over HTTP."""
 
@@ -122,15 +168,16 @@ async def post(server: LiveServer, query: str, variables: dict[str, Any] | None 
 
 
 class Subscriber:
-    """One taskEvents subscription, collecting events in the background."""
+    """One subscription (by default to a project's taskEvents), collecting events in the background."""
 
     def __init__(
         self,
         server: LiveServer,
         token: str,
-        project_id: str,
+        project_id: str = "",
         *,
         after: str | None = None,
+        document: DocumentNode = TASK_EVENTS,
         protocol: str = "graphql-transport-ws",
         init_payload: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
@@ -142,7 +189,8 @@ class Subscriber:
             headers=headers,
         )
         self._client = Client(transport=transport)
-        self._request = GraphQLRequest(TASK_EVENTS, variable_values={"projectId": project_id, "after": after})
+        variables = {"projectId": project_id, "after": after} if document is TASK_EVENTS else {"after": after}
+        self._request = GraphQLRequest(document, variable_values=variables)
         self.events: list[dict[str, Any]] = []
         self.error: BaseException | None = None
         self._arrived = asyncio.Event()
@@ -156,7 +204,8 @@ class Subscriber:
         try:
             session = await self._client.connect_async()
             async for result in session.subscribe(self._request):
-                self.events.append(result["taskEvents"])
+                [event] = result.values()  # the subscription's one root field
+                self.events.append(event)
                 self._arrived.set()
         except Exception as exc:  # the test inspects how the subscription ended
             self.error = exc

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dockerfile
 import httpx
@@ -26,7 +27,7 @@ import yaml
 
 from taskql.embedded.child import free_port
 from taskql.http.client_ip import parse_networks
-from taskql.settings import Settings
+from taskql.settings import PRODUCTION_METRICS_PORT, Settings
 from tests.conftest import TEST_SECRET, RedisServer
 from tests.live import LiveServer, Subscriber, User
 from tests.test_subscriptions import close_code, create_project, until_live
@@ -436,7 +437,7 @@ def test_compose_runs_three_instances_on_a_replica_set_behind_nginx(monkeypatch:
     assert (DEPLOY / app["build"]["context"] / app["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     assert "ports" not in app  # reachable through nginx only
     assert environment["JWT_SECRET"].startswith("${JWT_SECRET:?")  # no default secret
-    settings = settings_from({**environment, "JWT_SECRET": TEST_SECRET}, monkeypatch)
+    settings = settings_from(interpolated(environment, JWT_SECRET=TEST_SECRET), monkeypatch)
     assert settings.is_production and settings.mongodb_write_concern == "majority"
     # The replica set: three members started with --replSet, initiated once, before the app starts.
     members = [name for name in services if re.fullmatch(r"mongo\d", name)]
@@ -472,50 +473,187 @@ def test_compose_runs_three_instances_on_a_replica_set_behind_nginx(monkeypatch:
                 assert (DEPLOY / volume.split(":")[0]).is_file(), volume
 
 
+def interpolated(environment: dict[str, str], **given: str) -> dict[str, str]:
+    """The values as Compose passes them when `given` are the only variables set (in the environment
+    or deploy/.env): ${NAME:-default} and ${NAME:?error} resolved."""
+
+    def value(match: re.Match[str]) -> str:
+        name, kind, rest = match[1], match[2], match[3]
+        if given.get(name):
+            return given[name]
+        assert kind == ":-", f"compose.yaml needs {name} set: {rest}"
+        return rest
+
+    resolved = {name: re.sub(r"\$\{(\w+)(:-|:\?)([^}]*)\}", value, text) for name, text in environment.items()}
+    assert not any("$" in text for text in resolved.values()), resolved
+    return resolved
+
+
 def _seconds(duration: str) -> float:
     match = re.fullmatch(r"(\d+)(s|m)", duration)
     assert match, duration
     return int(match[1]) * (60 if match[2] == "m" else 1)
 
 
+def test_compose_runs_job_workers_beside_the_api_and_lets_them_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    app, worker = services["app"], services["worker"]
+    app_settings = settings_from(interpolated(app["environment"], JWT_SECRET=TEST_SECRET), monkeypatch)
+    worker_environment = interpolated(worker["environment"], JWT_SECRET=TEST_SECRET)
+    settings = settings_from(worker_environment, monkeypatch)
+
+    # The API replicas only enqueue: the worker service runs the jobs.
+    assert app_settings.jobs_in_process is False and not app_settings.runs_jobs_in_process
+    # The app's image, the worker command, and the same database, Redis, queue and secret.
+    assert worker["command"] == ["taskql", "worker"]
+    assert worker["build"] == app["build"] and worker["image"] == app["image"]
+    assert worker["deploy"]["replicas"] >= 1 and worker["deploy"]["resources"]["limits"]["memory"]
+    for name in ("JWT_SECRET", "MONGODB_URI", "MONGODB_DATABASE", "REDIS_URL", "SHUTDOWN_TIMEOUT_SECONDS"):
+        assert worker["environment"][name] == app["environment"][name], name
+    assert settings.is_production and settings.jobs_queue == app_settings.jobs_queue
+    assert worker["depends_on"] == app["depends_on"]
+    assert "ports" not in worker  # nothing to reach from outside: it takes its work from Redis
+    # SIGTERM: running jobs get SHUTDOWN_TIMEOUT_SECONDS before they go back to the queue; Docker's
+    # SIGKILL comes later than that.
+    assert _seconds(worker["stop_grace_period"]) > settings.shutdown_timeout_seconds
+    # The image's HEALTHCHECK asks the API's /healthz: the worker replaces it with its metrics port.
+    test = worker["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"] and "/metrics" in test[3] and "/healthz" not in test[3]
+    assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
+    # Email: SMTP in deploy/.env; without it, .eml files in a directory a read-only container can write.
+    assert settings.smtp_url is None and str(settings.data_dir).startswith(tuple(worker["tmpfs"]))
+    smtp = settings_from(
+        interpolated(worker["environment"], JWT_SECRET=TEST_SECRET, SMTP_URL="smtps://u:p@mail.example.com:465"),
+        monkeypatch,
+    )
+    assert smtp.smtp_url == "smtps://u:p@mail.example.com:465"
+    assert settings.public_url.startswith("http") and "@" in settings.mail_from
+
+
+def test_the_compose_worker_healthcheck_and_the_pod_probes_ask_a_real_worker(
+    mongodb_uri: str, shared_redis: RedisServer, tmp_path: Path
+) -> None:
+    """`taskql worker` as compose.yaml and the Deployment start it: its metrics port answers their
+    probes, and SIGTERM ends it well within the grace period."""
+    worker = compose()["services"]["worker"]
+    pod = manifests()["Deployment", WORKER]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == worker["command"] == ["taskql", "worker"]
+    port = free_port()
+    environment = {
+        **os.environ,
+        "TASKQL_ENV": "test",
+        "MONGODB_URI": mongodb_uri,
+        "REDIS_URL": shared_redis.new_database(),
+        "MONGODB_DATABASE": f"test_{uuid.uuid4().hex[:12]}",
+        "JWT_SECRET": TEST_SECRET,
+        "DATA_DIR": str(tmp_path),
+        "METRICS_PORT": str(port),
+        "SHUTDOWN_TIMEOUT_SECONDS": "10",
+    }
+    healthcheck = [sys.executable, *worker["healthcheck"]["test"][2:]]
+
+    def healthy() -> bool:
+        result = subprocess.run(healthcheck, env={"METRICS_PORT": str(port)}, capture_output=True, timeout=30)
+        return result.returncode == 0
+
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "taskql", *container["command"][1:]], env=environment, stderr=output
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "worker running" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert healthy()
+        for probe in (container["readinessProbe"], container["livenessProbe"]):
+            [target] = [entry for entry in container["ports"] if entry["name"] == probe["httpGet"]["port"]]
+            assert target["containerPort"] == PRODUCTION_METRICS_PORT  # METRICS_PORT here, a free port
+            response = httpx.get(f"http://127.0.0.1:{port}{probe['httpGet']['path']}", timeout=5)
+            assert response.status_code == 200 and "taskql_job_queue_jobs" in response.text
+
+        started = time.monotonic()
+        process.terminate()
+        assert process.wait(timeout=pod["terminationGracePeriodSeconds"]) == 0, log.read_text()
+        # Idle, it stops without using its drain time (SHUTDOWN_TIMEOUT_SECONDS).
+        assert time.monotonic() - started < float(environment["SHUTDOWN_TIMEOUT_SECONDS"])
+        assert not healthy()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(15)
+
+
 # --- Kubernetes ------------------------------------------------------------------------------------
 
 
-def manifests() -> dict[str, dict[str, Any]]:
-    """Every Kubernetes object of deploy/k8s by kind (one object of each)."""
-    objects: dict[str, dict[str, Any]] = {}
+# The objects the tests look at, by (kind, metadata.name): the API's, and the job workers'.
+API = "taskql"
+WORKER = "taskql-worker"
+CONFIG_MAP = ("ConfigMap", "taskql-config")
+SECRET = ("Secret", "taskql-secrets")
+
+
+def manifests() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every Kubernetes object of deploy/k8s by kind and name (the Kustomization's name is "")."""
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(K8S.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             if document:
-                assert document["kind"] not in objects, f"two {document['kind']} objects"
-                objects[document["kind"]] = document
+                key = (document["kind"], document.get("metadata", {}).get("name", ""))
+                assert key not in objects, f"two {key[0]} objects named {key[1]!r}"
+                objects[key] = document
     return objects
+
+
+def pod_settings(
+    objects: dict[tuple[str, str], dict[str, Any]], deployment: str, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The settings a pod of this Deployment reads: the ConfigMap, then its container's own env."""
+    [container] = objects["Deployment", deployment]["spec"]["template"]["spec"]["containers"]
+    environment = {
+        **objects[CONFIG_MAP]["data"],
+        **{item["name"]: item.get("value", "") for item in container.get("env", [])},
+        "JWT_SECRET": TEST_SECRET,  # from the Secret
+    }
+    return settings_from(environment, monkeypatch)
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
 
 
 def test_kubernetes_manifests_match_the_api_schemas() -> None:
     objects = manifests()
-    kustomization = objects.pop("Kustomization")
+    kustomization = objects.pop(("Kustomization", ""))
 
     for version in KUBERNETES_VERSIONS:
         for document in objects.values():
             kubernetes_validate.validate(document, version, strict=True)  # raises on any unknown or mistyped field
     listed = set(kustomization["resources"])
     assert listed == {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
-    assert {"Deployment", "Service", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= set(
-        objects
-    )
+    assert {
+        ("Deployment", API),
+        ("Service", API),
+        ("Ingress", API),
+        ("HorizontalPodAutoscaler", API),
+        ("PodDisruptionBudget", API),
+        CONFIG_MAP,
+        SECRET,
+        ("Deployment", WORKER),
+    } <= set(objects)
 
 
 def test_kubernetes_pods_probe_drain_and_run_unprivileged(monkeypatch: pytest.MonkeyPatch) -> None:
     objects = manifests()
-    deployment, config = objects["Deployment"], objects["ConfigMap"]["data"]
+    deployment = objects["Deployment", API]
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    settings = settings_from(
-        {**config, **{item["name"]: item.get("value", "") for item in container["env"]}, "JWT_SECRET": TEST_SECRET},
-        monkeypatch,
-    )
+    settings = pod_settings(objects, API, monkeypatch)
 
     assert settings.is_production and settings.port == ports["http"] == 8000
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -536,7 +674,7 @@ def test_kubernetes_pods_probe_drain_and_run_unprivileged(monkeypatch: pytest.Mo
     assert "emptyDir" in next(volume for volume in pod["volumes"] if volume["name"] == tmp["name"])
     assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
     assert {ref["configMapRef"]["name"] for ref in container["envFrom"] if "configMapRef" in ref} == {
-        objects["ConfigMap"]["metadata"]["name"]
+        objects[CONFIG_MAP]["metadata"]["name"]
     }
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     # The metrics have a port of their own, which the Service does not expose (see below).
@@ -546,10 +684,10 @@ def test_kubernetes_pods_probe_drain_and_run_unprivileged(monkeypatch: pytest.Mo
 
 def test_kubernetes_objects_refer_to_each_other_and_keep_metrics_private() -> None:
     objects = manifests()
-    deployment = objects["Deployment"]
+    deployment = objects["Deployment", API]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    service, ingress = objects["Service"], objects["Ingress"]
-    hpa, pdb = objects["HorizontalPodAutoscaler"], objects["PodDisruptionBudget"]
+    service, ingress = objects["Service", API], objects["Ingress", API]
+    hpa, pdb = objects["HorizontalPodAutoscaler", API], objects["PodDisruptionBudget", API]
 
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -572,10 +710,71 @@ def test_kubernetes_objects_refer_to_each_other_and_keep_metrics_private() -> No
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
     body_limit = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
-    assert int(body_limit.removesuffix("k")) * 1024 >= int(objects["ConfigMap"]["data"]["MAX_BODY_BYTES"])
+    assert int(body_limit.removesuffix("k")) * 1024 >= int(objects[CONFIG_MAP]["data"]["MAX_BODY_BYTES"])
     # The example Secret's placeholder would be refused by a production server (too short).
-    secret = objects["Secret"]["stringData"]
-    assert len(secret["JWT_SECRET"]) < 32 and set(secret) == {"JWT_SECRET", "MONGODB_URI", "REDIS_URL"}
+    secret = objects[SECRET]["stringData"]
+    assert len(secret["JWT_SECRET"]) < 32
+    assert set(secret) == {"JWT_SECRET", "MONGODB_URI", "REDIS_URL", "SMTP_URL"}
+
+
+def test_kubernetes_job_workers_share_the_apis_settings_and_drain_before_sigkill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objects = manifests()
+    api, worker = objects["Deployment", API], objects["Deployment", WORKER]
+    api_pod, pod = api["spec"]["template"]["spec"], worker["spec"]["template"]["spec"]
+    [api_container], [container] = api_pod["containers"], pod["containers"]
+    api_settings = pod_settings(objects, API, monkeypatch)
+    settings = pod_settings(objects, WORKER, monkeypatch)
+
+    # The API pods only enqueue, explicitly (not by production's default): the workers run the jobs.
+    assert objects[CONFIG_MAP]["data"]["JOBS_IN_PROCESS"] == "false"
+    assert api_settings.jobs_in_process is False and not api_settings.runs_jobs_in_process
+    # The API's image, the worker command, and the same ConfigMap and Secret.
+    assert container["command"] == ["taskql", "worker"] and "args" not in container
+    assert container["image"] == api_container["image"]
+    assert container["envFrom"] == api_container["envFrom"]
+    referenced = {(kind.removesuffix("Ref"), ref[kind]["name"]) for ref in container["envFrom"] for kind in ref}
+    assert referenced == {("configMap", CONFIG_MAP[1]), ("secret", SECRET[1])}
+    assert settings.is_production and settings.jobs_queue == api_settings.jobs_queue
+    # SIGTERM: running jobs get SHUTDOWN_TIMEOUT_SECONDS, then go back to the queue; the kubelet's
+    # SIGKILL comes after that (and after a preStop pause, if one is ever added).
+    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["sleep", "0"])
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + settings.shutdown_timeout_seconds
+    # Its only port is /metrics (no HTTP API): the probes and Prometheus ask that.
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"metrics": settings.worker_metrics_port}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    annotations = worker["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == api["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+    # Unprivileged exactly as the API, with the same writable /tmp, and resources of its own.
+    assert pod["securityContext"] == api_pod["securityContext"]
+    assert container["securityContext"] == api_container["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    assert container["volumeMounts"] == api_container["volumeMounts"] and pod["volumes"] == api_pod["volumes"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    # Selectors: no API object (Service, PDB, HPA, the Deployment) counts or routes to worker pods,
+    # and the workers' own PDB holds only them.
+    labels, api_labels = worker["spec"]["template"]["metadata"]["labels"], api["spec"]["template"]["metadata"]["labels"]
+    assert selects(worker["spec"]["selector"]["matchLabels"], labels)
+    assert not selects(worker["spec"]["selector"]["matchLabels"], api_labels)
+    for selector in (
+        api["spec"]["selector"]["matchLabels"],
+        objects["Service", API]["spec"]["selector"],
+        objects["PodDisruptionBudget", API]["spec"]["selector"]["matchLabels"],
+    ):
+        assert selects(selector, api_labels) and not selects(selector, labels), selector
+    worker_pdb = objects["PodDisruptionBudget", WORKER]["spec"]
+    assert selects(worker_pdb["selector"]["matchLabels"], labels)
+    assert not selects(worker_pdb["selector"]["matchLabels"], api_labels)
+    assert worker_pdb["maxUnavailable"] < worker["spec"]["replicas"]
+    # Email: SMTP_URL with its credentials in the Secret, the rest in the ConfigMap.
+    secret = objects[SECRET]["stringData"]
+    assert urlsplit(secret["SMTP_URL"]).scheme in ("smtp", "smtps") and urlsplit(secret["SMTP_URL"]).password
+    assert "SMTP_URL" not in objects[CONFIG_MAP]["data"]
+    assert settings.public_url.startswith("https://") and "@" in settings.mail_from
 
 
 def test_the_nginx_config_keeps_subscriptions_open_and_never_resends_a_post() -> None:

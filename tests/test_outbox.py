@@ -53,7 +53,8 @@ async def test_an_event_redis_could_not_take_is_relayed_once_it_is_back(
     private_redis.start()
     while runtime.redis_outage.waiting:  # after a failure Redis is left alone for CACHE_RETRY_SECONDS
         await asyncio.sleep(0.05)
-    relay = Outbox(runtime.db, runtime.events, runtime.redis_outage, grace=timedelta(0))  # the instance's own waits 5 s
+    # grace 0: the instance's own relay waits 5 s
+    relay = Outbox(runtime.db, runtime.events, runtime.jobs, runtime.redis_outage, grace=timedelta(0))
 
     assert await relay.relay_once() == 1
     assert await outbox(runtime) == []
@@ -72,7 +73,7 @@ async def test_the_relay_stops_even_when_a_database_call_swallowed_its_cancellat
     # Python 3.11's asyncio.wait_for, which the MongoDB driver awaits, can return its result instead
     # of raising when the cancel arrives as the command completes: here that happens once, at will.
     runtime: Runtime = app.state.runtime
-    relay = Outbox(runtime.db, runtime.events, runtime.redis_outage)
+    relay = Outbox(runtime.db, runtime.events, runtime.jobs, runtime.redis_outage)
     swallowing = asyncio.Event()
     relay_once = relay.relay_once
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from opentelemetry import propagate
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from saq import Job
 from saq.queue.redis import RedisQueue
 
 from taskql.db.outbox import JobRequest
 from taskql.settings import Settings
 
-QUEUE_NAME = "taskql"
 MAX_RETRY_DELAY_SECONDS = 3600
 FINISHED_JOB_TTL_SECONDS = 86_400  # a finished job's record stays this long in Redis (saq expires it)
 DEQUEUE_TIMEOUT_SECONDS = 1.0  # an idle worker notices a shutdown within this long
+REDIS_RETRY_SECONDS = 1.0  # between a worker's tries of an unreachable Redis
 TRACE_CONTEXT = "trace"  # in job.meta: the W3C trace context of the request that queued it
 
 
@@ -25,6 +27,16 @@ async def _carry_trace_context(job: Job) -> None:
     propagate.inject(carrier)
     if carrier:
         job.meta[TRACE_CONTEXT] = carrier
+
+
+class _RedisQueue(RedisQueue):
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        try:
+            return await super().dequeue(timeout, poll_interval)
+        except RedisError:
+            # saq's worker asks again at once: without a pause, an unreachable Redis is a busy loop.
+            await asyncio.sleep(REDIS_RETRY_SECONDS)
+            raise
 
 
 class JobQueue:
@@ -44,13 +56,16 @@ class JobQueue:
         redis: Redis = Redis.from_url(
             settings.redis_url, socket_timeout=timeout, socket_connect_timeout=settings.redis_timeout_seconds
         )
-        return cls(RedisQueue(redis, name=QUEUE_NAME), settings)
+        return cls(_RedisQueue(redis, name=settings.jobs_queue), settings)
 
     async def connect(self) -> None:
         await self.saq.connect()
 
     async def close(self) -> None:
-        await self.saq.disconnect()
+        try:
+            await self.saq.disconnect()
+        except RedisError:  # Redis is away: its pub/sub cannot be told goodbye; the connections close all the same
+            await self.saq.redis.aclose()
 
     def job(self, function: str, *, key: str, kwargs: dict[str, Any], timeout: int | None = None) -> Job:
         """A job with the retry policy of the settings: JOB_MAX_ATTEMPTS attempts, the delays doubling

@@ -63,6 +63,9 @@ class _Worker(Worker[dict[str, Any]]):
         running = [task for task in self.tasks if task.get_name() == "process"]
         if running:
             await asyncio.wait(running, timeout=self._drain_seconds)
+        for task in self.tasks:
+            if task.get_name() != "process":  # saq's upkeep loops, asleep for up to SWEEP_SECONDS
+                task.cancel()
         await super().stop()
 
     async def worker_info(self, ttl: int = 60) -> Any:
@@ -84,18 +87,17 @@ class JobWorker:
             [(NOTIFY, notify), (SEND_EMAIL, send_email)],
             concurrency=concurrency,
             cron_jobs=[
-                CronJob(send_reminders, cron="* * * * *", **cron),  # type: ignore[arg-type]
-                CronJob(cleanup, cron="0 * * * *", **cron),  # type: ignore[arg-type]
+                CronJob(send_reminders, cron=settings.reminder_schedule, **cron),  # type: ignore[arg-type]
+                CronJob(cleanup, cron=settings.cleanup_schedule, **cron),  # type: ignore[arg-type]
             ],
             before_process=self._before,
             after_process=self._after,
             timers={"sweep": SWEEP_SECONDS},
             dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
             drain_seconds=settings.shutdown_timeout_seconds,
+            shutdown_grace_period_s=1,  # after the drain: for the cancelled upkeep loops to return
         )
         self._worker.context[CONTEXT_KEY] = context
-        # saq logs every job three times at INFO (queued, processing, finished): one line (_after) says it.
-        logging.getLogger("saq").setLevel(max(logging.WARNING, logging.getLogger().level))
         self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:

@@ -36,9 +36,7 @@ async def mark_notifications_read(
     )
 
 
-async def notification_added(
-    info: strawberry.Info, after: str | None = None
-) -> AsyncGenerator[Notification, None]:
+async def notification_added(info: strawberry.Info, after: str | None = None) -> AsyncGenerator[Notification, None]:
     """The viewer's notifications as they are created. After a reconnect, pass the ID of the last
     notification received (or the newest one listed) as `after`: the missed ones come first."""
     context = info.context

@@ -22,7 +22,7 @@ from taskql.loaders.task_lists import TaskListCache
 from taskql.outage import RedisOutage
 from taskql.persisted_queries import PersistedQueries
 from taskql.rate_limits import Counters
-from taskql.services.outbox import Outbox
+from taskql.services.outbox import JobSink, Outbox
 from taskql.settings import Settings
 
 SIGN_IN = "Sign in to do this: send `Authorization: Bearer <access token>`."
@@ -41,6 +41,7 @@ class Runtime:
     events: EventBroker
     ended_logins: EndedLogins
     outbox: Outbox
+    jobs: JobSink  # the job queue (jobs/queue.py)
     rate_limits: Counters
     redis_outage: RedisOutage  # what every part that uses Redis checks first
     task_writes: KeyedLocks  # updates of one task from this process take turns (services/tasks.py)
