@@ -186,10 +186,12 @@ async def run_worker(settings: Settings, *, concurrency: int) -> None:
     try:
         await db.detect_capabilities()
         await ensure_indexes(db)
+        # Deletes what the reminders published from the outbox, and relays what anyone left there.
+        context.outbox.start()
         logger.info("worker running %d jobs at once; mail: %s", concurrency, "SMTP" if settings.smtp_url else "files")
         await worker.run()
     finally:
-        await context.outbox.stop()  # deletes the outbox entries it published
+        await context.outbox.stop()
         await events.close()
         await client.close()
         await redis.aclose()

@@ -1,26 +1,16 @@
-"""Notifications: the viewer's list and count (fields of User), marking read, the live stream."""
+"""Notifications: marking read and the live stream (the list and count are fields of User)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
 import strawberry
-from bson import ObjectId
 
-from taskql.db.pagination import PageRequest
 from taskql.metrics import SUBSCRIPTIONS
 from taskql.schema.errors import attempt
 from taskql.schema.notifications import MarkNotificationsReadInput, MarkNotificationsReadPayload, Notification
-from taskql.schema.relay import Connection, decode_id, to_connection
+from taskql.schema.relay import decode_id
 from taskql.schema.users import User
-
-
-async def user_notifications(
-    info: strawberry.Info, user_id: ObjectId, first: int | None, after: str | None, unread_only: bool
-) -> Connection[Notification]:
-    service = info.context.notifications
-    page = await service.page(user_id, unread_only=unread_only, page=PageRequest(first=first, after=after))
-    return to_connection(page, Notification.from_record, lambda: service.count(user_id, unread_only=unread_only))
 
 
 async def mark_notifications_read(

@@ -5,10 +5,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
+from bson import ObjectId
 
 from taskql.db.notifications import NotificationRecord
+from taskql.db.pagination import PageRequest
 from taskql.schema.errors import UserError
-from taskql.schema.relay import Node, encode_id
+from taskql.schema.relay import Connection, Node, encode_id, to_connection
 from taskql.schema.users import User, load_user
 
 if TYPE_CHECKING:
@@ -64,6 +66,14 @@ class Notification(Node):
     @strawberry.field(description="Who caused it; null when TaskQL did (reminders).")
     async def actor(self, info: strawberry.Info) -> User | None:
         return None if self.record.actor_id is None else await load_user(info, self.record.actor_id)
+
+
+async def user_notifications(
+    info: strawberry.Info, user_id: ObjectId, first: int | None, after: str | None, unread_only: bool
+) -> Connection[Notification]:
+    service = info.context.notifications
+    page = await service.page(user_id, unread_only=unread_only, page=PageRequest(first=first, after=after))
+    return to_connection(page, Notification.from_record, lambda: service.count(user_id, unread_only=unread_only))
 
 
 @strawberry.input

@@ -62,7 +62,7 @@ class User(Node):
         after: str | None = None,
         unread_only: bool = False,
     ) -> Connection[Annotated[Notification, strawberry.lazy(_NOTIFICATIONS)]]:
-        from taskql.resolvers.notifications import user_notifications
+        from taskql.schema.notifications import user_notifications
 
         return await user_notifications(info, self.record.id, first, after, unread_only)
 

@@ -3,10 +3,10 @@ repeating none.
 
 A write stages its events in the outbox collection inside its own transaction, so an event is
 stored exactly when its change is committed. After the commit, the writer publishes them to the
-project's event log and queues their jobs; they are deleted from the outbox soon after, in batches. When publishing
-cannot happen (Redis away, the process stopped, or the commit's outcome unknown to the writer),
-the Outbox that every instance runs publishes whatever has waited longer than RELAY_GRACE, oldest
-first. The log refuses an event ID it already holds, so a writer and a relay, or two relays, never
+project's event log and queues their jobs; they are deleted from the outbox soon after, in
+batches. When publishing cannot happen (Redis away, the process stopped, or the commit's outcome
+unknown to the writer), the Outbox that every instance and worker runs publishes whatever has
+waited longer than RELAY_GRACE, oldest first. The log refuses an event ID it already holds, so a writer and a relay, or two relays, never
 publish an event twice; the queue holds one job per cause while it waits, and every job is
 idempotent per cause (jobs/). An event the relay recovers arrives after the events published
 meanwhile; its `task.version` shows which state is newer.
@@ -50,23 +50,25 @@ def jobs_only(*jobs: JobRequest) -> OutboxEvent:
     return OutboxEvent(id=ObjectId(), channel=None, payload={}, jobs=jobs)
 
 
-def project_event(actor_id: ObjectId, project_id: ObjectId, kind: str, **fields: Any) -> OutboxEvent:
+def project_event(
+    actor_id: ObjectId, project_id: ObjectId, kind: str, *, jobs: tuple[JobRequest, ...] = (), **fields: Any
+) -> OutboxEvent:
     payload = {"kind": kind, "project_id": project_id, "actor_id": actor_id, "at": utcnow(), **fields}
-    return OutboxEvent(id=ObjectId(), channel=str(project_id), payload=payload)
+    return OutboxEvent(id=ObjectId(), channel=str(project_id), payload=payload, jobs=jobs)
 
 
 def task_event(
     actor_id: ObjectId, kind: str, task: TaskRecord, changed_fields: list[str], jobs: tuple[JobRequest, ...] = ()
 ) -> OutboxEvent:
-    event = project_event(
+    return project_event(
         actor_id,
         task.project_id,
         kind,
+        jobs=jobs,
         task_id=task.id,
         changed_fields=changed_fields,
         task=None if kind == "TASK_DELETED" else task.to_doc(),
     )
-    return OutboxEvent(id=event.id, channel=event.channel, payload=event.payload, jobs=jobs)
 
 
 async def stage(db: Database, session: AsyncClientSession | None, events: list[OutboxEvent]) -> list[OutboxEvent]:
