@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test bench bench-subscriptions bench-http schema lock clean
+.PHONY: run test bench bench-subscriptions bench-http bench-jobs schema lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-subscriptions: $(STAMP_TEST)
 bench-http: $(STAMP_TEST)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VENV)/bin/python -m bench.http
+
+# Background jobs: 400 task assignments at 20/s to notification and email (bench/README.md); about 1.5 minutes.
+bench-jobs: $(STAMP_TEST)
+	$(VENV)/bin/python -m bench.jobs
 
 schema: $(STAMP_RUN)
 	$(VENV)/bin/taskql export-schema
