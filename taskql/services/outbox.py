@@ -6,10 +6,10 @@ stored exactly when its change is committed. After the commit, the writer publis
 project's event log and queues their jobs; they are deleted from the outbox soon after, in
 batches. When publishing cannot happen (Redis away, the process stopped, or the commit's outcome
 unknown to the writer), the Outbox that every instance and worker runs publishes whatever has
-waited longer than RELAY_GRACE, oldest first. The log refuses an event ID it already holds, so a writer and a relay, or two relays, never
-publish an event twice; the queue holds one job per cause while it waits, and every job is
-idempotent per cause (jobs/). An event the relay recovers arrives after the events published
-meanwhile; its `task.version` shows which state is newer.
+waited longer than RELAY_GRACE, oldest first. The log refuses an event ID it already holds, so a
+writer and a relay, or two relays, never publish an event twice; the queue holds one job per cause
+while it waits, and every job is idempotent per cause (jobs/). An event the relay recovers arrives
+after the events published meanwhile; its `task.version` shows which state is newer.
 """
 
 from __future__ import annotations
