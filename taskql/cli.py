@@ -22,7 +22,7 @@ from taskql.metrics_dir import shared_metrics_dir
 from taskql.settings import Settings
 
 SCHEMA_FILE = Path("schema.graphql")
-SECRET_SETTINGS = frozenset({"jwt_secret"})
+SECRET_SETTINGS = frozenset({"jwt_secret", "webhook_secret_key"})
 
 
 def schema_sdl() -> str:

@@ -32,6 +32,7 @@ from taskql.services.users import (
     confirm_session,
     read_access_token,
 )
+from taskql.services.webhooks import WebhookService
 
 logger = logging.getLogger("taskql.server")
 
@@ -53,6 +54,7 @@ class Context:
     activity: ActivityService = field(init=False)
     task_events: TaskEventService = field(init=False)
     notifications: NotificationService = field(init=False)
+    webhooks: WebhookService = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountService(self.deps)
@@ -62,6 +64,7 @@ class Context:
         self.activity = ActivityService(self.deps)
         self.task_events = TaskEventService(self.deps)
         self.notifications = NotificationService(self.deps)
+        self.webhooks = WebhookService(self.deps)
 
     def renew(self, deps: Deps) -> None:
         """A WebSocket's context lives as long as the connection: new viewer, or fresh loaders per event."""

@@ -99,6 +99,13 @@ JOB_QUEUE = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+WEBHOOK_DELIVERIES = Counter(
+    "taskql_webhook_deliveries",
+    "Webhook delivery attempts by outcome: succeeded (2xx), retried (it failed and is tried again later), failed "
+    "(its last attempt failed, or 410 Gone), refused (the URL's address is not allowed).",
+    ["outcome"],
+)
+
 
 async def endpoint(request: Request) -> Response:
     """GET /metrics. Collected in a thread: with several workers it reads and merges all their files."""

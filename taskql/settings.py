@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from datetime import timedelta
@@ -190,6 +192,23 @@ class Settings(BaseSettings):
     mail_from: str = "TaskQL <no-reply@localhost>"
     public_url: str = Field("http://localhost:8000", description="where links in emails point: the frontend's URL")
 
+    # Webhooks (jobs/webhooks.py): where they may point, and how deliveries are retried.
+    webhook_timeout_seconds: float = Field(10, gt=0, description="a delivery's request, from connecting to the answer")
+    webhook_max_attempts: int = Field(8, ge=1, le=20, description="attempts of one delivery before it fails")
+    webhook_retry_delay_seconds: float = Field(
+        60, gt=0, description="before the second attempt; tripled before each next one, with jitter (~18 h in all)"
+    )
+    webhook_allow_http: bool = Field(False, description="allow http:// webhook URLs (https:// only otherwise)")
+    webhook_allow_private_addresses: bool = Field(
+        False, description="allow webhooks to loopback, private, link-local and metadata addresses (SSRF)"
+    )
+    webhook_delivery_retention_days: int = Field(
+        30, ge=1, description="a webhook's finished deliveries are kept this long (its history)"
+    )
+    webhook_secret_key: str = Field(
+        "", description="derives each webhook's signing secret; empty: derived from JWT_SECRET"
+    )
+
     @property
     def runs_jobs_in_process(self) -> bool:
         return (not self.is_production) if self.jobs_in_process is None else self.jobs_in_process
@@ -278,6 +297,12 @@ class Settings(BaseSettings):
     def resolved_jwt_secret(self) -> str:
         """The configured secret, or a development secret generated once and kept in data_dir."""
         return self.jwt_secret or stored_secret(self.data_dir / "jwt-secret")
+
+    def resolved_webhook_key(self) -> bytes:
+        """WEBHOOK_SECRET_KEY, or a key derived from the JWT secret (for its own purpose only)."""
+        if self.webhook_secret_key:
+            return self.webhook_secret_key.encode()
+        return hmac.new(self.resolved_jwt_secret().encode(), b"taskql webhook secrets", hashlib.sha256).digest()
 
 
 def stored_secret(path: Path) -> str:

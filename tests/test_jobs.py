@@ -213,11 +213,22 @@ async def test_cleanup_removes_what_expired_and_nothing_else(app: Any) -> None:
             {"_id": "sending", "state": "sending", "lease_until": old},
         ]
     )
-    assert await cleanup(job_context(app)) == {"sessions": 1, "notifications": 1, "emails": 1}
+    delivery = {"webhook_id": ObjectId(), "project_id": ObjectId(), "event": "TASK_CREATED", "body": b"{}"}
+    await db.webhook_deliveries.insert_many(
+        [
+            {**delivery, "_id": "delivered long ago", "status": "SUCCEEDED", "created_at": now - timedelta(days=31)},
+            {**delivery, "_id": "failed long ago", "status": "FAILED", "created_at": now - timedelta(days=31)},
+            {**delivery, "_id": "still pending", "status": "PENDING", "created_at": now - timedelta(days=31)},
+            {**delivery, "_id": "delivered lately", "status": "SUCCEEDED", "created_at": now - timedelta(days=29)},
+        ]
+    )
+    assert await cleanup(job_context(app)) == {"sessions": 1, "notifications": 1, "emails": 1, "webhook_deliveries": 2}
     assert [doc["_id"] async for doc in db.sessions.find({}, {"_id": 1})] == ["valid"]
     assert sorted([doc["_id"] async for doc in db.notifications.find({}, {"_id": 1})]) == ["never read", "read lately"]
     assert sorted([doc["_id"] async for doc in db.emails.find({}, {"_id": 1})]) == ["sending", "sent lately"]
-    assert await cleanup(job_context(app)) == {"sessions": 0, "notifications": 0, "emails": 0}
+    remaining = sorted([doc["_id"] async for doc in db.webhook_deliveries.find({}, {"_id": 1})])
+    assert remaining == ["delivered lately", "still pending"]
+    assert await cleanup(job_context(app)) == {"sessions": 0, "notifications": 0, "emails": 0, "webhook_deliveries": 0}
 
 
 async def test_a_jobs_span_links_to_the_request_that_queued_it(traced: Traced, inbox: Inbox) -> None:
@@ -253,8 +264,8 @@ class Deployment:
         self._worker_settings = {"smtp_url": inbox.url, "shutdown_timeout_seconds": 10}
         self.processes: list[LiveServer | LiveWorker] = []
 
-    def server(self) -> LiveServer:
-        server = LiveServer(**self._common)
+    def server(self, **settings: Any) -> LiveServer:
+        server = LiveServer(**self._common, **settings)
         server.start()
         self.processes.append(server)
         return server

@@ -146,6 +146,14 @@ class Database:
     def emails(self) -> AsyncCollection:
         return self.db["emails"]
 
+    @property
+    def webhooks(self) -> AsyncCollection:
+        return self.db["webhooks"]
+
+    @property
+    def webhook_deliveries(self) -> AsyncCollection:
+        return self.db["webhook_deliveries"]
+
     async def in_transaction(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
         """Run `work` atomically (retrying transient transaction errors) where the server allows it."""
         if not self.supports_transactions:

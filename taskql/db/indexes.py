@@ -57,6 +57,17 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("read_at", ASCENDING)], name="read"),  # cleanup: read before the retention
     ],
     "emails": [IndexModel([("sent_at", ASCENDING)], name="sent")],  # cleanup
+    "webhooks": [IndexModel([("project_id", ASCENDING), ("created_at", ASCENDING)], name="project")],
+    "webhook_deliveries": [
+        # The next delivery of a webhook (in order), and its delivery history (newest first).
+        IndexModel([("webhook_id", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)], name="webhook_next"),
+        IndexModel(
+            [("webhook_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="webhook_history"
+        ),
+        IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),  # webhooks_due
+        IndexModel([("project_id", ASCENDING)], name="project"),  # the project's deletion
+        IndexModel([("created_at", ASCENDING)], name="created"),  # cleanup
+    ],
 }
 
 

@@ -20,7 +20,7 @@ NEWEST_FIRST = SortKey(name="notifications.created", field="created_at", directi
 class NotificationRecord:
     id: ObjectId
     user_id: ObjectId
-    kind: str  # TASK_ASSIGNED | TASK_DUE_SOON | TASK_OVERDUE | ADDED_TO_PROJECT
+    kind: str  # TASK_ASSIGNED | TASK_DUE_SOON | TASK_OVERDUE | ADDED_TO_PROJECT | WEBHOOK_DISABLED
     project_id: ObjectId
     task_id: ObjectId | None
     actor_id: ObjectId | None  # None: the system (reminders)

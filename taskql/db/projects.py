@@ -30,6 +30,9 @@ class ProjectRecord:
     created_at: datetime
     updated_at: datetime
     version: int  # +1 on every change; orders cache writes
+    # The events some active webhook of the project wants (kept by services/webhooks.py): a task
+    # write looks for webhooks only when its event is among them.
+    webhook_events: tuple[str, ...] = ()
 
     def role_of(self, user_id: ObjectId) -> str | None:
         return next((m.role for m in self.members if m.user_id == user_id), None)
@@ -45,6 +48,7 @@ class ProjectRecord:
             created_at=doc["created_at"],
             updated_at=doc["updated_at"],
             version=doc.get("version", 0),
+            webhook_events=tuple(doc.get("webhook_events", ())),
         )
 
     def to_doc(self) -> dict[str, Any]:
@@ -57,6 +61,7 @@ class ProjectRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "version": self.version,
+            "webhook_events": list(self.webhook_events),
         }
 
 
@@ -133,6 +138,16 @@ async def update_project(
         {"$set": {**changes, "updated_at": now}, "$inc": {"version": 1}},
         return_document=ReturnDocument.AFTER,
         session=session,
+    )
+    return ProjectRecord.from_doc(doc) if doc else None
+
+
+async def set_webhook_events(db: Database, *, project_id: ObjectId, events: Sequence[str]) -> ProjectRecord | None:
+    """Not a change of the project that its users see: updated_at stays."""
+    doc = await db.projects.find_one_and_update(
+        {"_id": project_id},
+        {"$set": {"webhook_events": sorted(events)}, "$inc": {"version": 1}},
+        return_document=ReturnDocument.AFTER,
     )
     return ProjectRecord.from_doc(doc) if doc else None
 

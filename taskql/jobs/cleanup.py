@@ -3,7 +3,8 @@ found through an index.
 
 - refresh sessions past their expiry;
 - notifications read more than NOTIFICATION_RETENTION_DAYS ago;
-- the records of emails sent that long ago (db/emails.py: by then no job can repeat them).
+- the records of emails sent that long ago (db/emails.py: by then no job can repeat them);
+- webhook deliveries made or failed more than WEBHOOK_DELIVERY_RETENTION_DAYS ago.
 
 Outbox entries need no sweep: each is deleted once it is published (services/outbox.py). The
 queue's finished jobs expire in Redis by themselves (saq's ttl, jobs/queue.py).
@@ -19,6 +20,7 @@ from taskql.clock import utcnow
 from taskql.db.emails import delete_sent_before
 from taskql.db.notifications import delete_read_before
 from taskql.db.sessions import delete_expired_sessions
+from taskql.db.webhooks import delete_finished_before
 from taskql.jobs.context import job_context
 
 BATCH = 1000
@@ -29,10 +31,14 @@ async def cleanup(ctx: dict[str, Any]) -> dict[str, int]:
     db = jobs.db
     now = utcnow()
     retained_since = now - timedelta(days=jobs.settings.notification_retention_days)
+    deliveries_since = now - timedelta(days=jobs.settings.webhook_delivery_retention_days)
     return {
         "sessions": await _in_batches(lambda: delete_expired_sessions(db, before=now, limit=BATCH)),
         "notifications": await _in_batches(lambda: delete_read_before(db, before=retained_since, limit=BATCH)),
         "emails": await _in_batches(lambda: delete_sent_before(db, before=retained_since, limit=BATCH)),
+        "webhook_deliveries": await _in_batches(
+            lambda: delete_finished_before(db, before=deliveries_since, limit=BATCH)
+        ),
     }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from datetime import datetime
 from typing import Any
 
 from opentelemetry import propagate
@@ -82,7 +84,11 @@ class JobQueue:
             ttl=FINISHED_JOB_TTL_SECONDS,
         )
 
-    async def enqueue(self, request: JobRequest, *, cause: str) -> None:
-        """Queues the job of `cause` (JobSink of the outbox); nothing if it is already waiting or running."""
+    async def enqueue(self, request: JobRequest, *, cause: str, at: datetime | None = None) -> None:
+        """Queues the job of `cause` (JobSink of the outbox), to run now or `at`; nothing if it is
+        already waiting or running."""
         kwargs = {**request.kwargs, "cause": cause}
-        await self.saq.enqueue(self.job(request.function, key=f"{request.function}:{cause}", kwargs=kwargs))
+        job = self.job(request.function, key=f"{request.function}:{cause}", kwargs=kwargs)
+        if at is not None:
+            job.scheduled = math.ceil(at.timestamp())
+        await self.saq.enqueue(job)

@@ -33,9 +33,10 @@ from taskql.jobs.notify import notify
 from taskql.jobs.queue import DEQUEUE_TIMEOUT_SECONDS, TRACE_CONTEXT, JobQueue
 from taskql.jobs.reminders import send_reminders
 from taskql.jobs.send_email import send_email
+from taskql.jobs.webhooks import deliver_webhook, dispatch_webhooks
 from taskql.outage import RedisOutage
 from taskql.redis_client import create_redis
-from taskql.services.follow_ups import NOTIFY, SEND_EMAIL
+from taskql.services.follow_ups import DELIVER_WEBHOOK, NOTIFY, SEND_EMAIL
 from taskql.services.outbox import Outbox
 from taskql.settings import Settings
 from taskql.tracing import create_tracer_provider, instrument_redis, mongo_listeners
@@ -84,11 +85,13 @@ class JobWorker:
         cron = {"timeout": settings.job_timeout_seconds, "ttl": 3600}
         self._worker = _Worker(
             queue.saq,
-            [(NOTIFY, notify), (SEND_EMAIL, send_email)],
+            [(NOTIFY, notify), (SEND_EMAIL, send_email), (DELIVER_WEBHOOK, deliver_webhook)],
             concurrency=concurrency,
             cron_jobs=[
                 CronJob(send_reminders, cron=settings.reminder_schedule, **cron),  # type: ignore[arg-type]
                 CronJob(cleanup, cron=settings.cleanup_schedule, **cron),  # type: ignore[arg-type]
+                # A safety net: each drain is queued with its event, and a retry at its time.
+                CronJob(dispatch_webhooks, cron="* * * * *", **cron),  # type: ignore[arg-type]
             ],
             before_process=self._before,
             after_process=self._after,

@@ -11,12 +11,13 @@ from taskql.schema.projects import Project
 from taskql.schema.relay import Node, decode_any_id
 from taskql.schema.tasks import Task
 from taskql.schema.users import User
+from taskql.schema.webhooks import Webhook, WebhookDelivery
 
 MAX_NODES = MAX_PAGE_SIZE
 
 
 async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
-    """Any object (User, Project, Task, Notification) by its global ID."""
+    """Any object (User, Project, Task, Notification, Webhook, WebhookDelivery) by its global ID."""
     type_name, object_id = decode_any_id(id)
     context = info.context
     if type_name == "Task":
@@ -25,6 +26,10 @@ async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
         return Project.from_record(await context.projects.get(object_id))
     if type_name == "Notification":
         return Notification.from_record(await context.notifications.get(object_id))
+    if type_name == "Webhook":
+        return Webhook.from_record(await context.webhooks.get(object_id))
+    if type_name == "WebhookDelivery":
+        return WebhookDelivery.from_record(await context.webhooks.get_delivery(object_id))
     return User.from_record(await context.users.get_visible(object_id))
 
 

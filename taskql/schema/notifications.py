@@ -27,6 +27,7 @@ class NotificationKind(Enum):
     TASK_DUE_SOON = "TASK_DUE_SOON"
     TASK_OVERDUE = "TASK_OVERDUE"
     ADDED_TO_PROJECT = "ADDED_TO_PROJECT"
+    WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
 
 
 @strawberry.type(description="Something the viewer should know about: shown only to them.")

@@ -14,8 +14,10 @@ from taskql.schema.users import User, load_user
 
 if TYPE_CHECKING:
     from taskql.schema.tasks import ProjectStats, Task, TaskFilter, TaskOrder
+    from taskql.schema.webhooks import Webhook
 
 _TASKS = "taskql.schema.tasks"
+_WEBHOOKS = "taskql.schema.webhooks"
 
 
 @strawberry.enum
@@ -86,6 +88,12 @@ class Project(Node):
         from taskql.schema.tasks import project_tasks
 
         return await project_tasks(info, self.record.id, filter, order_by, first, after, last, before)
+
+    @strawberry.field(description="Where its task events are posted. Only for its owners (and admins).")
+    async def webhooks(self, info: strawberry.Info) -> list[Annotated[Webhook, strawberry.lazy(_WEBHOOKS)]]:
+        from taskql.schema.webhooks import Webhook
+
+        return [Webhook.from_record(record) for record in await info.context.webhooks.list(self.record.id)]
 
     @strawberry.field
     async def stats(self, info: strawberry.Info) -> Annotated[ProjectStats, strawberry.lazy(_TASKS)]:

@@ -13,10 +13,11 @@ from bson.errors import InvalidId
 
 from taskql.db.pagination import Page
 from taskql.errors import BadUserInput
+from taskql.public_ids import global_id
 
 N = TypeVar("N")
 R = TypeVar("R")
-NODE_TYPES = ("User", "Project", "Task", "Notification")
+NODE_TYPES = ("User", "Project", "Task", "Notification", "Webhook", "WebhookDelivery")
 
 
 @strawberry.interface(description="An object with a globally unique, opaque ID.")
@@ -25,7 +26,7 @@ class Node:
 
 
 def encode_id(type_name: str, object_id: ObjectId) -> strawberry.ID:
-    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{object_id}".encode()).decode().rstrip("="))
+    return strawberry.ID(global_id(type_name, object_id))
 
 
 def decode_any_id(global_id: str, *, argument: str = "id") -> tuple[str, ObjectId]:

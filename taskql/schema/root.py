@@ -20,6 +20,7 @@ from taskql.resolvers import projects as project_fields
 from taskql.resolvers import subscriptions as subscription_fields
 from taskql.resolvers import tasks as task_fields
 from taskql.resolvers import users as user_fields
+from taskql.resolvers import webhooks as webhook_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
 from taskql.schema.extensions.guard import Documents, OperationGuard
@@ -32,6 +33,7 @@ from taskql.schema.relay import Connection, Node
 from taskql.schema.scalars import DATE_TIME
 from taskql.schema.tasks import DeleteTaskPayload, Task, TaskPayload
 from taskql.schema.users import AuthPayload, LogoutPayload, User, UserPayload
+from taskql.schema.webhooks import DeleteWebhookPayload, WebhookDeliveryPayload, WebhookPayload
 from taskql.settings import Settings
 from taskql.tracing import GraphQLTracing
 
@@ -85,6 +87,10 @@ class Mutation:
     update_task: TaskPayload = _mutation(task_fields.update_task)
     delete_task: DeleteTaskPayload = _mutation(task_fields.delete_task)
     mark_notifications_read: MarkNotificationsReadPayload = _mutation(notification_fields.mark_notifications_read)
+    create_webhook: WebhookPayload = _mutation(webhook_fields.create_webhook)
+    update_webhook: WebhookPayload = _mutation(webhook_fields.update_webhook)
+    delete_webhook: DeleteWebhookPayload = _mutation(webhook_fields.delete_webhook)
+    redeliver_webhook_delivery: WebhookDeliveryPayload = _mutation(webhook_fields.redeliver_webhook_delivery)
 
 
 @strawberry.type

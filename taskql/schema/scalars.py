@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import strawberry
 from strawberry.schema.types.base_scalars import DateTimeDefinition
 
-
-def _rfc3339_utc(value: datetime) -> str:
-    # Stored as UTC at millisecond precision (BSON); a naive value is UTC too.
-    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
-
+from taskql.public_ids import rfc3339
 
 # Strawberry's own DateTime printed Python's isoformat: `+00:00`, and microseconds only when non-zero.
 DATE_TIME = strawberry.scalar(
@@ -20,6 +13,6 @@ DATE_TIME = strawberry.scalar(
     description="A moment: RFC 3339, always in UTC with milliseconds on output (`2026-12-01T23:31:10.844Z`); "
     "any offset on input.",
     specified_by_url="https://scalars.graphql.org/andimarek/date-time",
-    serialize=_rfc3339_utc,
+    serialize=rfc3339,
     parse_value=DateTimeDefinition.parse_value,  # what it accepted before: ISO 8601, with an offset
 )

@@ -10,6 +10,7 @@ from taskql.db.tasks import TaskRecord
 
 NOTIFY = "notify"  # jobs/notify.py
 SEND_EMAIL = "send_email"  # jobs/send_email.py
+DELIVER_WEBHOOK = "deliver_webhook"  # jobs/webhooks.py
 
 
 def notify_request(
@@ -43,3 +44,8 @@ def assignment_notices(actor_id: ObjectId, task: TaskRecord) -> tuple[JobRequest
             "TASK_ASSIGNED", user_id=task.assignee_id, project_id=task.project_id, task_id=task.id, actor_id=actor_id
         ),
     )
+
+
+def drain_request(webhook_id: ObjectId) -> JobRequest:
+    """Post the webhook's pending deliveries, in order: one drain per webhook waits or runs at a time."""
+    return JobRequest(DELIVER_WEBHOOK, {"webhook_id": str(webhook_id)}, cause=f"webhook:{webhook_id}")

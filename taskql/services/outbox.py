@@ -50,21 +50,16 @@ def jobs_only(*jobs: JobRequest) -> OutboxEvent:
     return OutboxEvent(id=ObjectId(), channel=None, payload={}, jobs=jobs)
 
 
-def project_event(
-    actor_id: ObjectId, project_id: ObjectId, kind: str, *, jobs: tuple[JobRequest, ...] = (), **fields: Any
-) -> OutboxEvent:
+def project_event(actor_id: ObjectId, project_id: ObjectId, kind: str, **fields: Any) -> OutboxEvent:
     payload = {"kind": kind, "project_id": project_id, "actor_id": actor_id, "at": utcnow(), **fields}
-    return OutboxEvent(id=ObjectId(), channel=str(project_id), payload=payload, jobs=jobs)
+    return OutboxEvent(id=ObjectId(), channel=str(project_id), payload=payload)
 
 
-def task_event(
-    actor_id: ObjectId, kind: str, task: TaskRecord, changed_fields: list[str], jobs: tuple[JobRequest, ...] = ()
-) -> OutboxEvent:
+def task_event(actor_id: ObjectId, kind: str, task: TaskRecord, changed_fields: list[str]) -> OutboxEvent:
     return project_event(
         actor_id,
         task.project_id,
         kind,
-        jobs=jobs,
         task_id=task.id,
         changed_fields=changed_fields,
         task=None if kind == "TASK_DELETED" else task.to_doc(),

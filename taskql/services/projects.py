@@ -15,11 +15,13 @@ from taskql.db.pagination import Page, PageRequest
 from taskql.db.projects import MemberRecord, ProjectRecord
 from taskql.db.tasks import TaskStatsRecord
 from taskql.db.users import find_user_by_email
+from taskql.db.webhooks import delete_project_webhooks
 from taskql.errors import Conflict, NotFound
 from taskql.services import outbox
 from taskql.services.common import Deps
 from taskql.services.follow_ups import notify_request
 from taskql.services.validation import Checker, canonical_email
+from taskql.services.webhooks import with_deliveries
 
 NAME_MAX_LENGTH = 100
 DESCRIPTION_MAX_LENGTH = 2_000
@@ -127,7 +129,7 @@ class ProjectService:
         return await self._deps.loaders.projects.store(updated)
 
     async def delete(self, project_id: ObjectId) -> None:
-        """Deletes the project and its tasks; the activity trail is kept for audit."""
+        """Deletes the project, its tasks and its webhooks; the activity trail is kept for audit."""
         await self._get_managed(project_id)
 
         async def write(
@@ -136,6 +138,7 @@ class ProjectService:
             assignees = await tasks_db.delete_project_tasks(self._db, project_id=project_id, session=session)
             if not await projects_db.delete_project(self._db, project_id=project_id, session=session):
                 raise NotFound("Project not found.")
+            await delete_project_webhooks(self._db, project_id=project_id, session=session)
             await self._record(session, project_id, "PROJECT_DELETED", [])
             event = outbox.project_event(self._deps.require_viewer().id, project_id, "PROJECT_DELETED")
             return assignees, await outbox.stage(self._db, session, [event])
@@ -228,10 +231,10 @@ class ProjectService:
                 await self._record(session, project_id, "TASK_UPDATED", ["assignee"], task_id=task_id)
             tasks = await tasks_db.find_tasks_by_ids(self._db, ids=unassigned, session=session)
             actor_id = self._deps.require_viewer().id
-            events = [
-                outbox.project_event(actor_id, project_id, "MEMBER_REMOVED", user_id=user_id),
-                *(outbox.task_event(actor_id, "TASK_UPDATED", task, ["assignee"]) for task in tasks),
-            ]
+            events = [outbox.project_event(actor_id, project_id, "MEMBER_REMOVED", user_id=user_id)]
+            for task in tasks:
+                event = outbox.task_event(actor_id, "TASK_UPDATED", task, ["assignee"])
+                events.append(await with_deliveries(self._deps, session, event, task))
             return updated, unassigned, await outbox.stage(self._db, session, events)
 
         updated, unassigned, events = await self._db.in_transaction(write)

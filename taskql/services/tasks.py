@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from taskql.services import outbox
 from taskql.services.common import Deps
 from taskql.services.follow_ups import assignment_notices
 from taskql.services.validation import Checker
+from taskql.services.webhooks import with_deliveries
 
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 10_000
@@ -214,8 +216,10 @@ class TaskService:
             at=now,
             session=session,
         )
-        notices = assignment_notices(actor_id, task) if "assignee" in changed else ()
-        return await outbox.stage(self._db, session, [outbox.task_event(actor_id, kind, task, changed, notices)])
+        event = await with_deliveries(self._deps, session, outbox.task_event(actor_id, kind, task, changed), task)
+        if "assignee" in changed:
+            event = replace(event, jobs=(*event.jobs, *assignment_notices(actor_id, task)))
+        return await outbox.stage(self._db, session, [event])
 
     async def _publish(self, events: list[OutboxEvent]) -> None:
         await self._deps.runtime.outbox.publish(events)

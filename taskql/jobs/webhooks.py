@@ -1,0 +1,214 @@
+"""Webhook deliveries: each webhook's drain posts its pending deliveries one at a time, oldest first.
+
+A delivery is tried until its receiver answers 2xx, up to WEBHOOK_MAX_ATTEMPTS times, the delays
+tripling from WEBHOOK_RETRY_DELAY_SECONDS with jitter; meanwhile the webhook's later deliveries
+wait, so a receiver sees its events in commit order. `410 Gone` disables the webhook; so do
+DISABLE_AFTER_FAILURES failed deliveries in a row, and its owners are notified. Every attempt of a
+delivery carries the same `TaskQL-Delivery` (the receiver's idempotency key): at least once, never
+silently lost; an attempt is counted before it is made, so a worker killed mid-request has used it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from bson import ObjectId
+
+from taskql import metrics
+from taskql.auth.webhook_signatures import signature, webhook_secret
+from taskql.clock import utcnow
+from taskql.db import webhooks as webhooks_db
+from taskql.db.projects import find_projects_by_ids
+from taskql.db.webhooks import FAILED, PENDING, SUCCEEDED, DeliveryRecord, WebhookRecord
+from taskql.jobs.context import JobContext, job_context
+from taskql.outbound import RefusedUrl, resolve
+from taskql.services.follow_ups import drain_request, notify_request
+from taskql.services.webhooks import sync_webhook_events
+
+DISABLE_AFTER_FAILURES = 20
+MAX_RESPONSE_BYTES = 65_536  # read of a receiver's answer; the rest is not waited for
+DRAIN_BATCH = 100  # deliveries one drain posts before making room (dispatch_webhooks queues it again)
+USER_AGENT = "TaskQL-Webhooks/1.0"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int | None = None  # the receiver's HTTP status
+    error: str | None = None  # why there was no usable answer
+    refused: bool = False  # the URL's address is not allowed: not tried again
+
+
+def retry_delay(settings_delay: float, attempts: int) -> float:
+    """Before attempt `attempts + 1`: tripling from the first delay, with jitter (half to all of it)."""
+    delay = settings_delay * 3 ** (attempts - 1)
+    return random.uniform(delay / 2, delay)
+
+
+async def _post(jobs: JobContext, webhook: WebhookRecord, delivery: DeliveryRecord) -> _Answer:
+    settings = jobs.settings
+    try:
+        target = await resolve(
+            webhook.url,
+            allow_http=settings.webhook_allow_http,
+            allow_private=settings.webhook_allow_private_addresses,
+        )
+    except RefusedUrl as refused:
+        return _Answer(error=f"refused: {refused}", refused=True)
+    secret = webhook_secret(settings.resolved_webhook_key(), webhook.id, webhook.secret_nonce)
+    default_port = target.port == (443 if target.scheme == "https" else 80)
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    headers = {
+        "host": host if default_port else f"{host}:{target.port}",
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "taskql-event": delivery.event,
+        "taskql-delivery": str(delivery.id),
+        "taskql-signature": signature(secret, delivery.body, int(time.time())),
+    }
+    try:
+        # To the address that was checked, not to a second lookup of the name; TLS still checks the name.
+        async with (
+            asyncio.timeout(settings.webhook_timeout_seconds),
+            httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=None) as client,
+            client.stream(
+                "POST",
+                target.url_to_address(),
+                content=delivery.body,
+                headers=headers,
+                extensions={"sni_hostname": target.host},
+            ) as response,
+        ):
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= MAX_RESPONSE_BYTES:
+                    break
+            return _Answer(status=response.status_code)
+    except TimeoutError:
+        return _Answer(error=f"no answer within {settings.webhook_timeout_seconds:g} s")
+    except httpx.HTTPError as exc:
+        return _Answer(error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -> str:
+    jobs = job_context(ctx)
+    db, settings = jobs.db, jobs.settings
+    for posted in range(DRAIN_BATCH):
+        webhook = await webhooks_db.find_webhook(db, webhook_id=ObjectId(webhook_id))
+        if webhook is None or not webhook.active:
+            return f"{posted} posted; the webhook is deleted or disabled"
+        delivery = await webhooks_db.oldest_pending(db, webhook_id=webhook.id)
+        if delivery is None:
+            return f"{posted} posted"
+        now = utcnow()
+        if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+            await _drain_again(jobs, delivery, delivery.next_attempt_at)
+            return f"{posted} posted; the next is due at {delivery.next_attempt_at:%H:%M:%S}"
+        # The lease: a worker that dies mid-request leaves the delivery to be tried again after it.
+        lease = now + timedelta(seconds=settings.webhook_timeout_seconds + settings.job_timeout_seconds)
+        if not await webhooks_db.start_attempt(db, delivery=delivery, lease_until=lease):
+            return f"{posted} posted; another drain is posting"
+        attempts = delivery.attempts + 1
+        answer = await _post(jobs, webhook, delivery)
+        if not await _settle(jobs, webhook, delivery, attempts, answer):
+            return f"{posted} posted; waiting to try again"
+    return f"{DRAIN_BATCH} posted; more to come"
+
+
+async def _settle(
+    jobs: JobContext, webhook: WebhookRecord, delivery: DeliveryRecord, attempts: int, answer: _Answer
+) -> bool:
+    """Records the attempt's outcome; False when the drain must stop (a retry is due later, or the
+    webhook was disabled)."""
+    db, settings, now = jobs.db, jobs.settings, utcnow()
+    status, error = answer.status, answer.error
+    if status is not None and 200 <= status < 300:
+        metrics.WEBHOOK_DELIVERIES.labels("succeeded").inc()
+        await webhooks_db.finish_attempt(
+            db,
+            delivery_id=delivery.id,
+            status=SUCCEEDED,
+            response_status=status,
+            error=None,
+            next_attempt_at=None,
+            now=now,
+        )
+        await webhooks_db.record_outcome(db, webhook_id=webhook.id, succeeded=True, disable_after=0, now=now)
+        return True
+    if status is not None:
+        error = f"the receiver answered {status}"
+    if status == 410:
+        metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+        await webhooks_db.finish_attempt(
+            db,
+            delivery_id=delivery.id,
+            status=FAILED,
+            response_status=status,
+            error=error,
+            next_attempt_at=None,
+            now=now,
+        )
+        if await webhooks_db.disable_webhook(
+            db, webhook_id=webhook.id, reason="the receiver answered 410 Gone", now=now
+        ):
+            await sync_webhook_events(db, webhook.project_id)
+        return False
+    if not answer.refused and attempts < settings.webhook_max_attempts:
+        metrics.WEBHOOK_DELIVERIES.labels("retried").inc()
+        retry_at = now + timedelta(seconds=retry_delay(settings.webhook_retry_delay_seconds, attempts))
+        await webhooks_db.finish_attempt(
+            db,
+            delivery_id=delivery.id,
+            status=PENDING,
+            response_status=status,
+            error=error,
+            next_attempt_at=retry_at,
+            now=now,
+        )
+        await _drain_again(jobs, delivery, retry_at)
+        return False
+    metrics.WEBHOOK_DELIVERIES.labels("refused" if answer.refused else "failed").inc()
+    await webhooks_db.finish_attempt(
+        db, delivery_id=delivery.id, status=FAILED, response_status=status, error=error, next_attempt_at=None, now=now
+    )
+    disabled = await webhooks_db.record_outcome(
+        db, webhook_id=webhook.id, succeeded=False, disable_after=DISABLE_AFTER_FAILURES, now=now
+    )
+    if disabled is not None:
+        await sync_webhook_events(db, webhook.project_id)
+        await _tell_owners(jobs, disabled)
+        return False
+    return True
+
+
+async def _drain_again(jobs: JobContext, delivery: DeliveryRecord, at: datetime) -> None:
+    """Queues the webhook's drain for when its next delivery is due: under a key of its own (this
+    drain still holds the usual one), one per delivery and attempt."""
+    drain = drain_request(delivery.webhook_id)
+    await jobs.queue.enqueue(drain, cause=f"{drain.cause}:{delivery.id}:{delivery.attempts}", at=at)
+
+
+async def _tell_owners(jobs: JobContext, webhook: WebhookRecord) -> None:
+    projects = await find_projects_by_ids(jobs.db, ids=[webhook.project_id])
+    owners = [member.user_id for project in projects for member in project.members if member.role == "OWNER"]
+    for owner in owners:
+        notice = notify_request("WEBHOOK_DISABLED", user_id=owner, project_id=webhook.project_id)
+        await jobs.queue.enqueue(
+            notice, cause=f"WEBHOOK_DISABLED:{webhook.id}:{webhook.updated_at.isoformat()}:{owner}"
+        )
+
+
+async def dispatch_webhooks(ctx: dict[str, Any]) -> int:
+    """Cron: queues the drain of every webhook with a delivery due (one whose drain was missed)."""
+    jobs = job_context(ctx)
+    due = await webhooks_db.webhooks_due(jobs.db, now=utcnow(), limit=1000)
+    for webhook_id in due:
+        drain = drain_request(webhook_id)
+        await jobs.queue.enqueue(drain, cause=drain.cause or "")
+    return len(due)
