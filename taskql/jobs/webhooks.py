@@ -33,7 +33,7 @@ from taskql.services.webhooks import sync_webhook_events
 
 DISABLE_AFTER_FAILURES = 20
 MAX_RESPONSE_BYTES = 65_536  # read of a receiver's answer; the rest is not waited for
-DRAIN_BATCH = 100  # deliveries one drain posts before making room (dispatch_webhooks queues it again)
+DRAIN_BATCH = 100  # deliveries one drain posts before making room for other jobs
 USER_AGENT = "TaskQL-Webhooks/1.0"
 
 
@@ -118,6 +118,9 @@ async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -
         answer = await _post(jobs, webhook, delivery)
         if not await _settle(jobs, webhook, delivery, attempts, answer):
             return f"{posted} posted; waiting to try again"
+    following = await webhooks_db.oldest_pending(db, webhook_id=ObjectId(webhook_id))
+    if following is not None:  # making room for other jobs: the rest in a drain of its own
+        await _drain_again(jobs, following, utcnow())
     return f"{DRAIN_BATCH} posted; more to come"
 
 
