@@ -22,6 +22,7 @@ from taskql.loaders.request import Loaders
 from taskql.services.activity import ActivityService
 from taskql.services.common import Deps, Runtime
 from taskql.services.events import TaskEventService
+from taskql.services.exports import ExportService
 from taskql.services.notifications import NotificationService
 from taskql.services.projects import ProjectService
 from taskql.services.tasks import TaskService
@@ -55,6 +56,7 @@ class Context:
     task_events: TaskEventService = field(init=False)
     notifications: NotificationService = field(init=False)
     webhooks: WebhookService = field(init=False)
+    exports: ExportService = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountService(self.deps)
@@ -65,6 +67,7 @@ class Context:
         self.task_events = TaskEventService(self.deps)
         self.notifications = NotificationService(self.deps)
         self.webhooks = WebhookService(self.deps)
+        self.exports = ExportService(self.deps)
 
     def renew(self, deps: Deps) -> None:
         """A WebSocket's context lives as long as the connection: new viewer, or fresh loaders per event."""

@@ -43,6 +43,7 @@ from taskql.db.indexes import ensure_indexes
 from taskql.events.broker import EventBroker
 from taskql.events.ended_logins import EndedLogins
 from taskql.events.store import create_event_store
+from taskql.http import exports as export_files
 from taskql.http import graphiql, socket_auth
 from taskql.http import protocol as http_protocol
 from taskql.http.body_limit import BodyLimitMiddleware
@@ -367,7 +368,7 @@ def build_app(settings: Settings | None = None, tracer_provider: TracerProvider 
             return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), export_files.ROUTE]
     if not settings.is_production:
         routes.append(graphiql.ASSET_ROUTE)
     if settings.metrics_enabled and settings.separate_metrics_port is None:

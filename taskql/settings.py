@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     cleanup_schedule: str = Field("0 * * * *", description="when expired data is deleted: cron, in UTC")
     notification_retention_days: int = Field(90, ge=1, description="read notifications are deleted after this long")
 
+    export_ttl_hours: int = Field(24, ge=1, le=24 * 30, description="an export's file is kept this long")
+
     # Email. No SMTP_URL: each email is written to DATA_DIR/mail/ as an .eml file (development).
     smtp_url: str | None = Field(
         None, description="smtp://user:password@host:587 (STARTTLS) or smtps://user:password@host:465 (TLS)"
@@ -298,11 +300,13 @@ class Settings(BaseSettings):
         """The configured secret, or a development secret generated once and kept in data_dir."""
         return self.jwt_secret or stored_secret(self.data_dir / "jwt-secret")
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for one purpose only, derived from the JWT secret: none of them signs what another does."""
+        return hmac.new(self.resolved_jwt_secret().encode(), f"taskql {purpose}".encode(), hashlib.sha256).digest()
+
     def resolved_webhook_key(self) -> bytes:
-        """WEBHOOK_SECRET_KEY, or a key derived from the JWT secret (for its own purpose only)."""
-        if self.webhook_secret_key:
-            return self.webhook_secret_key.encode()
-        return hmac.new(self.resolved_jwt_secret().encode(), b"taskql webhook secrets", hashlib.sha256).digest()
+        """WEBHOOK_SECRET_KEY, or a key derived from the JWT secret."""
+        return self.webhook_secret_key.encode() if self.webhook_secret_key else self.derived_key("webhook secrets")
 
 
 def stored_secret(path: Path) -> str:

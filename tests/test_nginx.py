@@ -257,6 +257,10 @@ async def test_only_the_public_routes_are_reachable_through_nginx(stack: Stack) 
         other = await public.get(f"{base}/metrics/")
         health = await public.get("/healthz")
         graphql = await public.post("/graphql", json={"query": TYPENAME})
+        download = f"/exports/{'0' * 24}/download?token=1.0"
+        exported = await public.get(download)  # TaskQL's own answer to a bad link
+        posted = await public.post(download)
+        not_an_export = await public.get("/exports/abc/download")
 
     # What nginx refuses is served by the instance itself, to Prometheus and the orchestrator.
     assert direct_metrics.status_code == 200 and "# TYPE" in direct_metrics.text
@@ -267,6 +271,8 @@ async def test_only_the_public_routes_are_reachable_through_nginx(stack: Stack) 
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert graphql.json() == {"data": {"__typename": "Query"}}
     assert graphql.headers["server"] == "nginx"  # server_tokens off: no version
+    assert exported.status_code == 403 and exported.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert posted.status_code == 403 and not_an_export.status_code == 404
 
 
 async def test_nginx_passes_request_ids_and_keeps_query_strings_and_large_bodies_out(stack: Stack) -> None:
@@ -698,13 +704,13 @@ def test_kubernetes_objects_refer_to_each_other_and_keep_metrics_private() -> No
     assert [metric["resource"]["name"] for metric in hpa["spec"]["metrics"]] == ["cpu"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]  # not the metrics port
-    # Public: /graphql and /healthz only, so /metrics and /readyz are never routed from outside.
+    # Public: /graphql, /healthz and export downloads only, so /metrics and /readyz are never routed from outside.
     paths = {
         (path["path"], path["pathType"]): path["backend"]["service"]
         for rule in ingress["spec"]["rules"]
         for path in rule["http"]["paths"]
     }
-    assert set(paths) == {("/graphql", "Exact"), ("/healthz", "Exact")}
+    assert set(paths) == {("/graphql", "Exact"), ("/healthz", "Exact"), ("/exports", "Prefix")}
     assert all(backend == {"name": service["metadata"]["name"], "port": {"name": "http"}} for backend in paths.values())
     annotations = ingress["metadata"]["annotations"]
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600

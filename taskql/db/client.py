@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import pymongo
+from gridfs import AsyncGridFSBucket
 from pymongo import AsyncMongoClient, ReadPreference, WriteConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -153,6 +154,15 @@ class Database:
     @property
     def webhook_deliveries(self) -> AsyncCollection:
         return self.db["webhook_deliveries"]
+
+    @property
+    def exports(self) -> AsyncCollection:
+        return self.db["exports"]
+
+    @property
+    def files(self) -> AsyncGridFSBucket:
+        """Export files (GridFS: in the database, so every instance serves them)."""
+        return AsyncGridFSBucket(self.db, bucket_name="export_files")
 
     async def in_transaction(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
         """Run `work` atomically (retrying transient transaction errors) where the server allows it."""

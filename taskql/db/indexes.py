@@ -68,6 +68,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("project_id", ASCENDING)], name="project"),  # the project's deletion
         IndexModel([("created_at", ASCENDING)], name="created"),  # cleanup
     ],
+    "exports": [
+        IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="user_created"),
+        IndexModel([("expires_at", ASCENDING)], name="expiry"),  # cleanup
+    ],
 }
 
 

@@ -65,7 +65,7 @@ def negotiate(accept: str | None) -> str | None:
     return best[2] if best else None
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def coded_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     """A refusal before GraphQL runs, shaped as GraphQL errors are, with a code a client can act on."""
     body = {"errors": [{"message": message, "extensions": {"code": code}}]}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -73,7 +73,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 def bad_request(status: int, message: str) -> Response:
     """A request GraphQL could not read (its body, its query), as a GraphQL error."""
-    return _error(status, "BAD_REQUEST", message)
+    return coded_error(status, "BAD_REQUEST", message)
 
 
 def lower_content_type(scope: Scope) -> None:
@@ -102,21 +102,21 @@ def _is_mutation(query: str, operation_name: str | None) -> bool:
 def refusal(request: Request) -> Response | None:
     """The response that refuses this request before GraphQL runs, or None to let it through."""
     if request.method not in ("GET", "POST"):
-        return _error(405, "METHOD_NOT_ALLOWED", "Use GET (queries) or POST.", {"Allow": "GET, POST"})
+        return coded_error(405, "METHOD_NOT_ALLOWED", "Use GET (queries) or POST.", {"Allow": "GET, POST"})
     if wants_graphiql(request.method, request.query_params, request.headers.get("accept", "")):
         return None
     if request.method == "POST":
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON:
-            return _error(415, "UNSUPPORTED_MEDIA_TYPE", "Send the request as application/json.")
+            return coded_error(415, "UNSUPPORTED_MEDIA_TYPE", "Send the request as application/json.")
     if negotiate(request.headers.get("accept")) is None:
-        return _error(406, "NOT_ACCEPTABLE", f"This server answers with {GRAPHQL_RESPONSE_JSON} or {JSON}.")
+        return coded_error(406, "NOT_ACCEPTABLE", f"This server answers with {GRAPHQL_RESPONSE_JSON} or {JSON}.")
     if request.method == "GET":
         if _is_mutation(request.query_params.get("query", ""), request.query_params.get("operationName")):
-            return _error(405, "METHOD_NOT_ALLOWED", "Mutations and subscriptions need POST.", {"Allow": "POST"})
+            return coded_error(405, "METHOD_NOT_ALLOWED", "Mutations and subscriptions need POST.", {"Allow": "POST"})
         if not any(request.headers.get(name) for name in CSRF_HEADERS):
             # urql's and Apollo's GET modes send none by default: the README shows the setting.
-            return _error(
+            return coded_error(
                 400,
                 "CSRF_HEADER_REQUIRED",
                 "A GET request needs an `X-TaskQL-CSRF` (or `Apollo-Require-Preflight`) header.",

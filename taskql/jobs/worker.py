@@ -28,6 +28,7 @@ from taskql.events.broker import EventBroker
 from taskql.events.store import create_event_store
 from taskql.jobs.cleanup import cleanup
 from taskql.jobs.context import CONTEXT_KEY, JobContext
+from taskql.jobs.exports import export_tasks
 from taskql.jobs.mailer import create_mailer
 from taskql.jobs.notify import notify
 from taskql.jobs.queue import DEQUEUE_TIMEOUT_SECONDS, TRACE_CONTEXT, JobQueue
@@ -36,7 +37,7 @@ from taskql.jobs.send_email import send_email
 from taskql.jobs.webhooks import deliver_webhook, dispatch_webhooks
 from taskql.outage import RedisOutage
 from taskql.redis_client import create_redis
-from taskql.services.follow_ups import DELIVER_WEBHOOK, NOTIFY, SEND_EMAIL
+from taskql.services.follow_ups import DELIVER_WEBHOOK, EXPORT_TASKS, NOTIFY, SEND_EMAIL
 from taskql.services.outbox import Outbox
 from taskql.settings import Settings
 from taskql.tracing import create_tracer_provider, instrument_redis, mongo_listeners
@@ -85,7 +86,12 @@ class JobWorker:
         cron = {"timeout": settings.job_timeout_seconds, "ttl": 3600}
         self._worker = _Worker(
             queue.saq,
-            [(NOTIFY, notify), (SEND_EMAIL, send_email), (DELIVER_WEBHOOK, deliver_webhook)],
+            [
+                (NOTIFY, notify),
+                (SEND_EMAIL, send_email),
+                (DELIVER_WEBHOOK, deliver_webhook),
+                (EXPORT_TASKS, export_tasks),
+            ],
             concurrency=concurrency,
             cron_jobs=[
                 CronJob(send_reminders, cron=settings.reminder_schedule, **cron),  # type: ignore[arg-type]

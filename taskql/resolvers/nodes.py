@@ -6,6 +6,7 @@ import strawberry
 
 from taskql.db.pagination import MAX_PAGE_SIZE
 from taskql.errors import BadUserInput
+from taskql.schema.exports import Export
 from taskql.schema.notifications import Notification
 from taskql.schema.projects import Project
 from taskql.schema.relay import Node, decode_any_id
@@ -17,7 +18,7 @@ MAX_NODES = MAX_PAGE_SIZE
 
 
 async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
-    """Any object (User, Project, Task, Notification, Webhook, WebhookDelivery) by its global ID."""
+    """Any object (User, Project, Task, Notification, Webhook, WebhookDelivery, Export) by its global ID."""
     type_name, object_id = decode_any_id(id)
     context = info.context
     if type_name == "Task":
@@ -26,6 +27,8 @@ async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
         return Project.from_record(await context.projects.get(object_id))
     if type_name == "Notification":
         return Notification.from_record(await context.notifications.get(object_id))
+    if type_name == "Export":
+        return Export.from_record(await context.exports.get(object_id))
     if type_name == "Webhook":
         return Webhook.from_record(await context.webhooks.get(object_id))
     if type_name == "WebhookDelivery":

@@ -28,6 +28,7 @@ class NotificationKind(Enum):
     TASK_OVERDUE = "TASK_OVERDUE"
     ADDED_TO_PROJECT = "ADDED_TO_PROJECT"
     WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
+    EXPORT_READY = "EXPORT_READY"
 
 
 @strawberry.type(description="Something the viewer should know about: shown only to them.")

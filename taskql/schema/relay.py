@@ -17,7 +17,7 @@ from taskql.public_ids import global_id
 
 N = TypeVar("N")
 R = TypeVar("R")
-NODE_TYPES = ("User", "Project", "Task", "Notification", "Webhook", "WebhookDelivery")
+NODE_TYPES = ("User", "Project", "Task", "Notification", "Webhook", "WebhookDelivery", "Export")
 
 
 @strawberry.interface(description="An object with a globally unique, opaque ID.")

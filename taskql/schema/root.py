@@ -14,6 +14,7 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from taskql.resolvers import exports as export_fields
 from taskql.resolvers import nodes as node_fields
 from taskql.resolvers import notifications as notification_fields
 from taskql.resolvers import projects as project_fields
@@ -23,6 +24,7 @@ from taskql.resolvers import users as user_fields
 from taskql.resolvers import webhooks as webhook_fields
 from taskql.schema.errors import IsAuthenticated, format_errors
 from taskql.schema.events import TaskEvent
+from taskql.schema.exports import ExportTasksPayload
 from taskql.schema.extensions.guard import Documents, OperationGuard
 from taskql.schema.extensions.limits import shape_limits, validation_rules
 from taskql.schema.extensions.metrics import OperationMetrics, count_errors, time_root_fields
@@ -87,6 +89,7 @@ class Mutation:
     update_task: TaskPayload = _mutation(task_fields.update_task)
     delete_task: DeleteTaskPayload = _mutation(task_fields.delete_task)
     mark_notifications_read: MarkNotificationsReadPayload = _mutation(notification_fields.mark_notifications_read)
+    export_tasks: ExportTasksPayload = _mutation(export_fields.export_tasks)
     create_webhook: WebhookPayload = _mutation(webhook_fields.create_webhook)
     update_webhook: WebhookPayload = _mutation(webhook_fields.update_webhook)
     delete_webhook: DeleteWebhookPayload = _mutation(webhook_fields.delete_webhook)

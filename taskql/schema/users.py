@@ -13,9 +13,11 @@ from taskql.schema.extensions.shared_events import PER_VIEWER
 from taskql.schema.relay import Connection, Node, encode_id
 
 if TYPE_CHECKING:
+    from taskql.schema.exports import Export
     from taskql.schema.notifications import Notification
 
 _NOTIFICATIONS = "taskql.schema.notifications"
+_EXPORTS = "taskql.schema.exports"
 
 
 @strawberry.enum
@@ -65,6 +67,14 @@ class User(Node):
         from taskql.schema.notifications import user_notifications
 
         return await user_notifications(info, self.record.id, first, after, unread_only)
+
+    @strawberry.field(description="The viewer's exports, newest first, until they expire. Only on `viewer`.")
+    async def exports(
+        self, info: strawberry.Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Annotated[Export, strawberry.lazy(_EXPORTS)]]:
+        from taskql.schema.exports import user_exports
+
+        return await user_exports(info, self.record.id, first, after)
 
     @strawberry.field(description="How many of the viewer's notifications are unread. Only on `viewer`.")
     async def unread_notification_count(self, info: strawberry.Info) -> int:

@@ -11,6 +11,7 @@ from taskql.db.tasks import TaskRecord
 NOTIFY = "notify"  # jobs/notify.py
 SEND_EMAIL = "send_email"  # jobs/send_email.py
 DELIVER_WEBHOOK = "deliver_webhook"  # jobs/webhooks.py
+EXPORT_TASKS = "export_tasks"  # jobs/exports.py
 
 
 def notify_request(
@@ -49,3 +50,7 @@ def assignment_notices(actor_id: ObjectId, task: TaskRecord) -> tuple[JobRequest
 def drain_request(webhook_id: ObjectId) -> JobRequest:
     """Post the webhook's pending deliveries, in order: one drain per webhook waits or runs at a time."""
     return JobRequest(DELIVER_WEBHOOK, {"webhook_id": str(webhook_id)}, cause=f"webhook:{webhook_id}")
+
+
+def export_request(export_id: ObjectId) -> JobRequest:
+    return JobRequest(EXPORT_TASKS, {"export_id": str(export_id)}, cause=f"export:{export_id}")

@@ -1,0 +1,142 @@
+"""The export job: a project's tasks, streamed through one cursor into a CSV or JSON file in GridFS.
+
+Memory holds one batch of tasks, however large the project. The file is written anew by each
+attempt (a failed attempt removes what it wrote; the chunks of a worker killed mid-file stay, as
+GridFS chunks without a file); the export records its file only once complete. The requester is notified (EXPORT_READY).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import orjson
+from bson import ObjectId
+
+from taskql.clock import utcnow
+from taskql.db import exports as exports_db
+from taskql.jobs.context import job_context
+from taskql.public_ids import global_id, rfc3339
+from taskql.services.follow_ups import notify_request
+
+BATCH = 1000  # tasks per cursor batch, per write to GridFS and per progress report
+COLUMNS = (
+    "id", "title", "description", "status", "priority", "dueAt", "tags", "assigneeId", "createdBy",
+    "createdAt", "updatedAt", "completedAt", "version",
+)  # fmt: skip
+# A cell starting with one of these is a formula to a spreadsheet (OWASP's CSV injection): prefixed with '.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _row(doc: dict[str, Any]) -> dict[str, Any]:
+    def moment(value: Any) -> str | None:
+        return None if value is None else rfc3339(value)
+
+    return {
+        "id": global_id("Task", doc["_id"]),
+        "title": doc["title"],
+        "description": doc.get("description", ""),
+        "status": doc["status"],
+        "priority": doc["priority"],
+        "dueAt": moment(doc.get("due_at")),
+        "tags": list(doc.get("tags", ())),
+        "assigneeId": None if doc.get("assignee_id") is None else global_id("User", doc["assignee_id"]),
+        "createdBy": global_id("User", doc["created_by"]),
+        "createdAt": moment(doc["created_at"]),
+        "updatedAt": moment(doc["updated_at"]),
+        "completedAt": moment(doc.get("completed_at")),
+        "version": doc.get("version", 1),
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = ",".join(value) if isinstance(value, list) else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+class CsvFile:
+    """RFC 4180: CRLF line ends, fields quoted where needed, a header line."""
+
+    media_type = "text/csv; charset=utf-8; header=present"
+    extension = "csv"
+
+    def start(self) -> bytes:
+        return self.rows([dict(zip(COLUMNS, COLUMNS, strict=True))], header=True)
+
+    def rows(self, rows: list[dict[str, Any]], *, header: bool = False) -> bytes:
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\r\n")
+        for row in rows:
+            writer.writerow(row[column] if header else _cell(row[column]) for column in COLUMNS)
+        return text.getvalue().encode()
+
+    def end(self) -> bytes:
+        return b""
+
+
+class JsonFile:
+    """One JSON array of tasks, written a batch at a time."""
+
+    media_type = "application/json"
+    extension = "json"
+
+    def __init__(self) -> None:
+        self._first = True
+
+    def start(self) -> bytes:
+        return b"["
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        if not rows:
+            return b""
+        chunk = b",\n".join(orjson.dumps(row) for row in rows)
+        lead, self._first = (b"\n" if self._first else b",\n"), False
+        return lead + chunk
+
+    def end(self) -> bytes:
+        return b"\n]\n"
+
+
+def file_format(name: str) -> CsvFile | JsonFile:
+    return CsvFile() if name == "CSV" else JsonFile()
+
+
+async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> str:
+    jobs = job_context(ctx)
+    db = jobs.db
+    export = await exports_db.start_export(db, export_id=ObjectId(export_id))
+    if export is None:
+        return "finished before"
+    output = file_format(export.format)
+    upload = db.files.open_upload_stream(
+        f"tasks-{export.id}.{output.extension}", metadata={"export_id": export.id, "media_type": output.media_type}
+    )
+    try:
+        total = await exports_db.count_tasks(db, query=export.query)
+        rows = 0
+        batch: list[dict[str, Any]] = []
+        await upload.write(output.start())
+        async for doc in exports_db.stream_tasks(db, query=export.query, batch_size=BATCH):
+            batch.append(_row(doc))
+            rows += 1
+            if len(batch) == BATCH:
+                await upload.write(output.rows(batch))
+                batch.clear()
+                await exports_db.report_progress(db, export_id=export.id, progress=rows / max(total, rows), rows=rows)
+        await upload.write(output.rows(batch) + output.end())
+        await upload.close()
+    except Exception as exc:
+        await upload.abort()  # its chunks so far
+        job = ctx["job"]
+        if not job.retryable:  # the last attempt: the export failed, visibly
+            await exports_db.fail_export(db, export_id=export.id, error=f"{type(exc).__name__}: {exc}", now=utcnow())
+        raise
+    if not await exports_db.finish_export(db, export_id=export.id, file_id=upload._id, rows=rows, now=utcnow()):
+        await exports_db.delete_file(db, file_id=upload._id)
+        return "finished meanwhile"
+    notice = notify_request("EXPORT_READY", user_id=export.user_id, project_id=export.project_id)
+    await jobs.queue.enqueue(notice, cause=f"EXPORT_READY:{export.id}")
+    return f"{rows} tasks"
