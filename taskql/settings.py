@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(30, gt=0)
     mail_from: str = "TaskQL <no-reply@localhost>"
     public_url: str = Field("http://localhost:8000", description="where links in emails point: the frontend's URL")
+    public_api_url: str | None = Field(
+        None, description="the API's public URL (export download links); unset: the URL a request came to"
+    )
 
     # Webhooks (jobs/webhooks.py): where they may point, and how deliveries are retried.
     webhook_timeout_seconds: float = Field(10, gt=0, description="a delivery's request, from connecting to the answer")
@@ -254,7 +257,7 @@ class Settings(BaseSettings):
     def refresh_reuse_grace(self) -> timedelta:
         return timedelta(seconds=self.refresh_reuse_grace_seconds)
 
-    @field_validator("mongodb_uri", "redis_url", "smtp_url", mode="before")
+    @field_validator("mongodb_uri", "redis_url", "smtp_url", "public_api_url", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value  # `MONGODB_URI=` in a .env or compose file: the embedded server

@@ -66,7 +66,10 @@ class Export(Node):
     )
     def download_url(self, info: strawberry.Info) -> str | None:
         path = info.context.exports.download_path(self.record)
-        return None if path is None else str(info.context.request.base_url).rstrip("/") + path
+        if path is None:
+            return None
+        base = info.context.deps.runtime.settings.public_api_url or str(info.context.request.base_url)
+        return base.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/") + path
 
 
 async def user_exports(
