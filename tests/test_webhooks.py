@@ -279,3 +279,46 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(deployment: Deployment
     assert verify(delivered, created["createWebhook"]["secret"])
     await asyncio.sleep(2)
     assert len(receiver.requests) == 2
+
+
+async def test_an_address_refused_at_delivery_fails_the_delivery_with_its_reason(
+    app: Any, owner_client: GraphQLClient, project_id: str, receiver: Receiver
+) -> None:
+    created = await create_webhook(owner_client, project_id, receiver.url)
+    app.state.runtime.settings.webhook_allow_private_addresses = False  # as if the name now led inside
+    await create_task(owner_client, project_id)
+    webhook = await deliveries(owner_client, created["webhook"]["id"], settled=1)
+    [delivery] = [edge["node"] for edge in webhook["deliveries"]["edges"]]
+    assert (delivery["status"], delivery["attempts"], delivery["responseStatus"]) == ("FAILED", 1, None)
+    assert delivery["lastError"] == "refused: its host 127.0.0.1 resolves to 127.0.0.1, a loopback address"
+    assert receiver.requests == []
+
+
+async def test_twenty_failed_deliveries_in_a_row_disable_the_webhook_and_tell_its_owners(
+    settings: Settings, receiver: Receiver
+) -> None:
+    application = build_app(settings.model_copy(update={"webhook_max_attempts": 1}))
+    async with LifespanManager(application, shutdown_timeout=10):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            owner = await sign_up(GraphQLClient(http), "Owner")
+            project = await owner.execute('mutation { createProject(input: {name: "P"}) { project { id } } }')
+            project_id = project["createProject"]["project"]["id"]
+            created = await create_webhook(owner, project_id, receiver.url)
+            receiver.answers = [500] * 25
+            for n in range(21):
+                await create_task(owner, project_id, title=f"t{n}")
+            webhook = await deliveries(owner, created["webhook"]["id"], settled=20)
+            assert (webhook["active"], webhook["disabledReason"]) == (False, "20 deliveries in a row failed")
+            statuses = [edge["node"]["status"] for edge in webhook["deliveries"]["edges"]]
+            assert statuses.count("FAILED") == 20 and len(receiver.requests) == 20
+            async with asyncio.timeout(10):
+                while True:
+                    viewer = await owner.execute(
+                        "{ viewer { notifications { edges { node { kind project { name } } } } } }"
+                    )
+                    kinds = [edge["node"] for edge in viewer["viewer"]["notifications"]["edges"]]
+                    if kinds:
+                        break
+                    await asyncio.sleep(0.1)
+            assert kinds == [{"kind": "WEBHOOK_DISABLED", "project": {"name": "P"}}]
