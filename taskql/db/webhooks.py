@@ -135,8 +135,10 @@ async def record_outcome(
 ) -> WebhookRecord | None:
     """Counts consecutive failed deliveries; the one that reaches `disable_after` disables the
     webhook (returned then, to tell its owners; None otherwise)."""
-    if succeeded:
-        await db.webhooks.update_one({"_id": webhook_id}, {"$set": {"consecutive_failures": 0}})
+    if succeeded:  # (usually nothing to write)
+        await db.webhooks.update_one(
+            {"_id": webhook_id, "consecutive_failures": {"$gt": 0}}, {"$set": {"consecutive_failures": 0}}
+        )
         return None
     doc = await db.webhooks.find_one_and_update(
         {"_id": webhook_id}, {"$inc": {"consecutive_failures": 1}}, return_document=ReturnDocument.AFTER

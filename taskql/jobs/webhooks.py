@@ -33,7 +33,7 @@ from taskql.services.webhooks import sync_webhook_events
 
 DISABLE_AFTER_FAILURES = 20
 MAX_RESPONSE_BYTES = 65_536  # read of a receiver's answer; the rest is not waited for
-DRAIN_BATCH = 100  # deliveries one drain posts before making room for other jobs
+DRAIN_BATCH = 100  # deliveries one drain posts (at most) before making room for other jobs
 USER_AGENT = "TaskQL-Webhooks/1.0"
 
 
@@ -99,7 +99,10 @@ async def _post(jobs: JobContext, webhook: WebhookRecord, delivery: DeliveryReco
 async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -> str:
     jobs = job_context(ctx)
     db, settings = jobs.db, jobs.settings
-    for posted in range(DRAIN_BATCH):
+    # Well within the job's timeout, which would cancel it mid-request: the rest in a drain of its own.
+    deadline = time.monotonic() + settings.job_timeout_seconds / 2
+    posted = 0
+    while posted < DRAIN_BATCH and time.monotonic() < deadline:
         webhook = await webhooks_db.find_webhook(db, webhook_id=ObjectId(webhook_id))
         if webhook is None or not webhook.active:
             return f"{posted} posted; the webhook is deleted or disabled"
@@ -118,10 +121,11 @@ async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -
         answer = await _post(jobs, webhook, delivery)
         if not await _settle(jobs, webhook, delivery, attempts, answer):
             return f"{posted} posted; waiting to try again"
+        posted += 1
     following = await webhooks_db.oldest_pending(db, webhook_id=ObjectId(webhook_id))
-    if following is not None:  # making room for other jobs: the rest in a drain of its own
+    if following is not None:  # making room for other jobs
         await _drain_again(jobs, following, utcnow())
-    return f"{DRAIN_BATCH} posted; more to come"
+    return f"{posted} posted; more to come"
 
 
 async def _settle(
