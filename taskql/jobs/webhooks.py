@@ -124,7 +124,7 @@ async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -
         posted += 1
     following = await webhooks_db.oldest_pending(db, webhook_id=ObjectId(webhook_id))
     if following is not None:  # making room for other jobs
-        await _drain_again(jobs, following, utcnow())
+        await _drain_again(jobs, following, max(following.next_attempt_at or utcnow(), utcnow()))
     return f"{posted} posted; more to come"
 
 
