@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test bench bench-subscriptions bench-http bench-jobs schema lock clean
+.PHONY: run test bench bench-subscriptions bench-http bench-jobs bench-integrations schema lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-http: $(STAMP_TEST)
 # Background jobs: 400 task assignments at 20/s to notification and email (bench/README.md); about 1.5 minutes.
 bench-jobs: $(STAMP_TEST)
 	$(VENV)/bin/python -m bench.jobs
+
+# Webhook deliveries to a local receiver and exports of 20,000 and 100,000 tasks (bench/README.md); about 6 minutes.
+bench-integrations: $(STAMP_TEST)
+	$(VENV)/bin/python -m bench.integrations
 
 schema: $(STAMP_RUN)
 	$(VENV)/bin/taskql export-schema

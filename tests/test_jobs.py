@@ -222,13 +222,35 @@ async def test_cleanup_removes_what_expired_and_nothing_else(app: Any) -> None:
             {**delivery, "_id": "delivered lately", "status": "SUCCEEDED", "created_at": now - timedelta(days=29)},
         ]
     )
-    assert await cleanup(job_context(app)) == {"sessions": 1, "notifications": 1, "emails": 1, "webhook_deliveries": 2}
+    export = {"user_id": user, "project_id": ObjectId(), "format": "CSV", "query": {}, "status": "SUCCEEDED"}
+    file_id = await db.files.upload_from_stream("tasks.csv", b"id,title\r\n")
+    await db.exports.insert_many(
+        [
+            {
+                **export,
+                "_id": "expired",
+                "file_id": file_id,
+                "created_at": old,
+                "expires_at": now - timedelta(minutes=1),
+            },
+            {**export, "_id": "kept", "created_at": now, "expires_at": now + timedelta(hours=1)},
+        ]
+    )
+    assert await cleanup(job_context(app)) == {
+        "sessions": 1,
+        "notifications": 1,
+        "emails": 1,
+        "webhook_deliveries": 2,
+        "exports": 1,
+    }
     assert [doc["_id"] async for doc in db.sessions.find({}, {"_id": 1})] == ["valid"]
     assert sorted([doc["_id"] async for doc in db.notifications.find({}, {"_id": 1})]) == ["never read", "read lately"]
     assert sorted([doc["_id"] async for doc in db.emails.find({}, {"_id": 1})]) == ["sending", "sent lately"]
     remaining = sorted([doc["_id"] async for doc in db.webhook_deliveries.find({}, {"_id": 1})])
     assert remaining == ["delivered lately", "still pending"]
-    assert await cleanup(job_context(app)) == {"sessions": 0, "notifications": 0, "emails": 0, "webhook_deliveries": 0}
+    assert [doc["_id"] async for doc in db.exports.find({}, {"_id": 1})] == ["kept"]
+    assert [f async for f in db.files.find({"_id": file_id})] == []  # the file went with it
+    assert set((await cleanup(job_context(app))).values()) == {0}
 
 
 async def test_a_jobs_span_links_to_the_request_that_queued_it(traced: Traced, inbox: Inbox) -> None:

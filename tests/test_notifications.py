@@ -66,7 +66,8 @@ async def notifications(client: GraphQLClient, *, count: int, unread_only: bool 
     async with asyncio.timeout(15):
         while True:
             viewer = (await client.execute(NOTIFICATIONS, {"unreadOnly": unread_only}))["viewer"]
-            if viewer["notifications"]["totalCount"] >= count:
+            # (The page and the count are two reads: a notification may come between them.)
+            if len(viewer["notifications"]["edges"]) >= count and viewer["notifications"]["totalCount"] >= count:
                 return viewer
             await asyncio.sleep(0.05)
 
