@@ -16,9 +16,10 @@ from bson import ObjectId
 
 from taskql.clock import utcnow
 from taskql.db import exports as exports_db
+from taskql.db.tasks import TaskRecord
 from taskql.jobs.context import job_context
-from taskql.public_ids import global_id, rfc3339
 from taskql.services.follow_ups import notify_request
+from taskql.services.public_tasks import public_task
 
 BATCH = 1000  # tasks per cursor batch, per write to GridFS and per progress report
 COLUMNS = (
@@ -27,27 +28,6 @@ COLUMNS = (
 )  # fmt: skip
 # A cell starting with one of these is a formula to a spreadsheet (OWASP's CSV injection): prefixed with '.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _row(doc: dict[str, Any]) -> dict[str, Any]:
-    def moment(value: Any) -> str | None:
-        return None if value is None else rfc3339(value)
-
-    return {
-        "id": global_id("Task", doc["_id"]),
-        "title": doc["title"],
-        "description": doc.get("description", ""),
-        "status": doc["status"],
-        "priority": doc["priority"],
-        "dueAt": moment(doc.get("due_at")),
-        "tags": list(doc.get("tags", ())),
-        "assigneeId": None if doc.get("assignee_id") is None else global_id("User", doc["assignee_id"]),
-        "createdBy": global_id("User", doc["created_by"]),
-        "createdAt": moment(doc["created_at"]),
-        "updatedAt": moment(doc["updated_at"]),
-        "completedAt": moment(doc.get("completed_at")),
-        "version": doc.get("version", 1),
-    }
 
 
 def _cell(value: Any) -> str:
@@ -120,7 +100,7 @@ async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> st
         batch: list[dict[str, Any]] = []
         await upload.write(output.start())
         async for doc in exports_db.stream_tasks(db, query=export.query, batch_size=BATCH):
-            batch.append(_row(doc))
+            batch.append(public_task(TaskRecord.from_doc(doc)))
             rows += 1
             if len(batch) == BATCH:
                 await upload.write(output.rows(batch))

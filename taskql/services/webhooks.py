@@ -30,30 +30,13 @@ from taskql.outbound import RefusedUrl, resolve
 from taskql.public_ids import global_id, rfc3339
 from taskql.services.common import Deps
 from taskql.services.follow_ups import drain_request
+from taskql.services.public_tasks import public_task
 from taskql.services.validation import Checker
 
-EVENTS = ("TASK_CREATED", "TASK_UPDATED", "TASK_DELETED")
 DESCRIPTION_MAX_LENGTH = 500
 MAX_WEBHOOKS_PER_PROJECT = 20
 WEBHOOK_NOT_FOUND = "Webhook not found."
 DELIVERY_NOT_FOUND = "Delivery not found."
-
-
-def _task_json(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": global_id("Task", task.id),
-        "title": task.title,
-        "description": task.description,
-        "status": task.status,
-        "priority": task.priority,
-        "dueAt": None if task.due_at is None else rfc3339(task.due_at),
-        "tags": list(task.tags),
-        "assigneeId": None if task.assignee_id is None else global_id("User", task.assignee_id),
-        "version": task.version,
-        "createdAt": rfc3339(task.created_at),
-        "updatedAt": rfc3339(task.updated_at),
-        "completedAt": None if task.completed_at is None else rfc3339(task.completed_at),
-    }
 
 
 async def with_deliveries(
@@ -78,7 +61,7 @@ async def with_deliveries(
             "projectId": global_id("Project", task.project_id),
             "actor": {"id": global_id("User", actor.id), "name": actor.name},
             "taskId": global_id("Task", task.id),
-            "task": None if kind == "TASK_DELETED" else _task_json(task),
+            "task": None if kind == "TASK_DELETED" else public_task(task),
             "changedFields": event.payload["changed_fields"],
         }
     )
