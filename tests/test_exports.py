@@ -88,9 +88,11 @@ async def insert_tasks(app: Any, project_id: str, owner_id: str, count: int) -> 
         }
         for n in range(count)
     ]
-    for start in range(0, count, 1000):
+    # Small batches: SecantusDB takes about a millisecond a task (fourteen indexes), and a batch must be
+    # answered well inside the driver's 10 s socket timeout even on a loaded CI machine.
+    for start in range(0, count, 250):
         try:
-            await runtime.db.tasks.insert_many(docs[start : start + 1000], ordered=False)
+            await runtime.db.tasks.insert_many(docs[start : start + 250], ordered=False)
         except BulkWriteError as exc:
             # A batch the driver sent again after a slow first answer: its documents are in already.
             assert {error["code"] for error in exc.details["writeErrors"]} == {11000}, exc.details

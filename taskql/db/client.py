@@ -24,6 +24,7 @@ from pymongo.server_type import SERVER_TYPE
 from taskql.settings import Settings
 
 T = TypeVar("T")
+EXPORT_FILES_BUCKET = "export_files"  # GridFS: export_files.files and export_files.chunks
 _Listener = CommandListener | TopologyListener
 logger = logging.getLogger("taskql.db")
 
@@ -162,7 +163,7 @@ class Database:
     @property
     def files(self) -> AsyncGridFSBucket:
         """Export files (GridFS: in the database, so every instance serves them)."""
-        return AsyncGridFSBucket(self.db, bucket_name="export_files")
+        return AsyncGridFSBucket(self.db, bucket_name=EXPORT_FILES_BUCKET)
 
     async def in_transaction(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
         """Run `work` atomically (retrying transient transaction errors) where the server allows it."""

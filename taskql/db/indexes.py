@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from taskql.db.client import Database
+from taskql.db.client import EXPORT_FILES_BUCKET, Database
 from taskql.db.tasks import DUE_SOON_MARK, OVERDUE_MARK
 
 # Keys a task connection can be ordered by (see db/tasks.py ORDER_KEYS); each is paginated
@@ -58,9 +58,16 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "emails": [IndexModel([("sent_at", ASCENDING)], name="sent")],  # cleanup
     "webhooks": [IndexModel([("project_id", ASCENDING), ("created_at", ASCENDING)], name="project")],
+    # GridFS's own index, under its usual name: a file's chunks in order (db/export_files.py writes them).
+    f"{EXPORT_FILES_BUCKET}.chunks": [
+        IndexModel([("files_id", ASCENDING), ("n", ASCENDING)], unique=True, name="files_id_1_n_1")
+    ],
     "webhook_deliveries": [
         # The next delivery of a webhook (in order), and its delivery history (newest first).
-        IndexModel([("webhook_id", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)], name="webhook_next"),
+        IndexModel(
+            [("webhook_id", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+            name="webhook_next",
+        ),
         IndexModel(
             [("webhook_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="webhook_history"
         ),

@@ -16,6 +16,7 @@ from bson import ObjectId
 
 from taskql.clock import utcnow
 from taskql.db import exports as exports_db
+from taskql.db.export_files import ExportFileWriter
 from taskql.db.tasks import TaskRecord
 from taskql.jobs.context import job_context
 from taskql.services.follow_ups import notify_request
@@ -91,8 +92,10 @@ async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> st
     if export is None:
         return "finished before"
     output = file_format(export.format)
-    upload = db.files.open_upload_stream(
-        f"tasks-{export.id}.{output.extension}", metadata={"export_id": export.id, "media_type": output.media_type}
+    upload = ExportFileWriter(
+        db,
+        filename=f"tasks-{export.id}.{output.extension}",
+        metadata={"export_id": export.id, "media_type": output.media_type},
     )
     try:
         total = await exports_db.count_tasks(db, query=export.query)
@@ -114,8 +117,8 @@ async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> st
         if not job.retryable:  # the last attempt: the export failed, visibly
             await exports_db.fail_export(db, export_id=export.id, error=f"{type(exc).__name__}: {exc}", now=utcnow())
         raise
-    if not await exports_db.finish_export(db, export_id=export.id, file_id=upload._id, rows=rows, now=utcnow()):
-        await exports_db.delete_file(db, file_id=upload._id)
+    if not await exports_db.finish_export(db, export_id=export.id, file_id=upload.id, rows=rows, now=utcnow()):
+        await exports_db.delete_file(db, file_id=upload.id)
         return "finished meanwhile"
     notice = notify_request("EXPORT_READY", user_id=export.user_id, project_id=export.project_id)
     await jobs.queue.enqueue(notice, cause=f"EXPORT_READY:{export.id}")

@@ -11,7 +11,10 @@ silently lost; an attempt is counted before it is made, so a worker killed mid-r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,13 +47,26 @@ class _Answer:
     refused: bool = False  # the URL's address is not allowed: not tried again
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default context (certifi's roots), built once a process: loading the roots costs
+    more CPU than a delivery's every other step together."""
+    return httpx.create_ssl_context()
+
+
+def _client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(verify=_tls_context(), follow_redirects=False, trust_env=False, timeout=None)
+
+
 def retry_delay(settings_delay: float, attempts: int) -> float:
     """Before attempt `attempts + 1`: tripling from the first delay, with jitter (half to all of it)."""
     delay = settings_delay * 3 ** (attempts - 1)
     return random.uniform(delay / 2, delay)
 
 
-async def _post(jobs: JobContext, webhook: WebhookRecord, delivery: DeliveryRecord) -> _Answer:
+async def _post(
+    jobs: JobContext, client: httpx.AsyncClient, webhook: WebhookRecord, delivery: DeliveryRecord
+) -> _Answer:
     settings = jobs.settings
     try:
         target = await resolve(
@@ -75,7 +91,6 @@ async def _post(jobs: JobContext, webhook: WebhookRecord, delivery: DeliveryReco
         # To the address that was checked, not to a second lookup of the name; TLS still checks the name.
         async with (
             asyncio.timeout(settings.webhook_timeout_seconds),
-            httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=None) as client,
             client.stream(
                 "POST",
                 target.url_to_address(),
@@ -96,8 +111,30 @@ async def _post(jobs: JobContext, webhook: WebhookRecord, delivery: DeliveryReco
         return _Answer(error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
+class _Connections:
+    """A drain's HTTP client, its connections kept alive across the posts to one URL."""
+
+    def __init__(self) -> None:
+        self._url: str | None = None
+        self._client = _client()
+
+    async def to(self, url: str) -> httpx.AsyncClient:
+        if self._url not in (None, url):  # a new URL (maybe a new host on the same address): new connections
+            await self._client.aclose()
+            self._client = _client()
+        self._url = url
+        return self._client
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -> str:
-    jobs = job_context(ctx)
+    async with contextlib.aclosing(_Connections()) as connections:
+        return await _drain(job_context(ctx), connections, webhook_id)
+
+
+async def _drain(jobs: JobContext, connections: _Connections, webhook_id: str) -> str:
     db, settings = jobs.db, jobs.settings
     # Well within the job's timeout, which would cancel it mid-request: the rest in a drain of its own.
     deadline = time.monotonic() + settings.job_timeout_seconds / 2
@@ -118,7 +155,7 @@ async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -
         if not await webhooks_db.start_attempt(db, delivery=delivery, lease_until=lease):
             return f"{posted} posted; another drain is posting"
         attempts = delivery.attempts + 1
-        answer = await _post(jobs, webhook, delivery)
+        answer = await _post(jobs, await connections.to(webhook.url), webhook, delivery)
         if not await _settle(jobs, webhook, delivery, attempts, answer):
             return f"{posted} posted; waiting to try again"
         posted += 1
