@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import signal
 import time
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from taskql.auth.export_links import link_token
@@ -24,7 +28,11 @@ from taskql.services.common import Runtime
 from taskql.services.exports import LINK_PURPOSE
 from taskql.settings import Settings
 from tests.conftest import GraphQLClient, add_member, create_task, sign_up, with_jobs
+from tests.live import User
 from tests.mail import Inbox
+from tests.test_jobs import Deployment, deployment
+
+__all__ = ["deployment"]  # a fixture
 
 EXPORT_TASKS = """
 mutation($p: ID!, $format: ExportFormat!, $filter: TaskFilter) {
@@ -65,16 +73,17 @@ async def download(client: GraphQLClient, url: str) -> Any:
     return await client.http.get(f"{parts.path}?{parts.query}")
 
 
-async def insert_tasks(app: Any, project_id: str, owner_id: str, count: int) -> list[dict[str, Any]]:
+async def insert_tasks(
+    tasks: AsyncCollection, project_id: str, owner_id: str, count: int, padding: str = ""
+) -> list[dict[str, Any]]:
     """Many tasks at once, straight into the database (the API would take minutes)."""
-    runtime: Runtime = app.state.runtime
     now = utcnow()
     docs = [
         {
             "_id": ObjectId(),
             "project_id": decode_id(project_id, "Project"),
             "title": f"Task {n}" if n % 1000 else f'=HYPERLINK("http://evil.example", "{n}")',
-            "description": 'Line one, with a comma\nand "quotes"' if n % 7 == 0 else "",
+            "description": ('Line one, with a comma\nand "quotes"' if n % 7 == 0 else "") + padding,
             "status": ("TODO", "IN_PROGRESS", "DONE")[n % 3],
             "priority": "MEDIUM",
             "due_at": now + timedelta(days=n % 30) if n % 2 else None,
@@ -92,18 +101,18 @@ async def insert_tasks(app: Any, project_id: str, owner_id: str, count: int) -> 
     # answered well inside the driver's 10 s socket timeout even on a loaded CI machine.
     for start in range(0, count, 250):
         try:
-            await runtime.db.tasks.insert_many(docs[start : start + 250], ordered=False)
+            await tasks.insert_many(docs[start : start + 250], ordered=False)
         except BulkWriteError as exc:
             # A batch the driver sent again after a slow first answer: its documents are in already.
             assert {error["code"] for error in exc.details["writeErrors"]} == {11000}, exc.details
-    assert await runtime.db.tasks.count_documents({"project_id": docs[0]["project_id"]}) == count
+    assert await tasks.count_documents({"project_id": docs[0]["project_id"]}) == count
     return docs
 
 
 async def test_twenty_thousand_tasks_as_csv_and_as_json_match_the_database(
     app: Any, owner_client: GraphQLClient, project_id: str
 ) -> None:
-    docs = await insert_tasks(app, project_id, owner_client.user["id"], TASKS)
+    docs = await insert_tasks(app.state.runtime.db.tasks, project_id, owner_client.user["id"], TASKS)
     by_id = {global_id("Task", doc["_id"]): doc for doc in docs}
 
     done = await export(owner_client, project_id, "CSV")
@@ -178,3 +187,43 @@ async def test_exports_are_their_requesters_alone(
     assert [error["code"] for error in refused["userErrors"]] == ["NOT_FOUND"]
     listed = await viewer.execute("{ viewer { exports { totalCount edges { node { id format } } } } }")
     assert listed["viewer"]["exports"]["edges"] == [{"node": {"id": mine["id"], "format": "JSON"}}]
+
+
+async def test_a_worker_killed_mid_export_is_replaced_and_its_partial_file_removed(deployment: Deployment) -> None:
+    timeouts = {"job_timeout_seconds": 10}  # the retry comes once the killed attempt times out
+    server = deployment.server(**timeouts)
+    doomed = deployment.worker(**timeouts)
+    owner = await User.register(server, "Owner")
+    project = await owner.execute('mutation { createProject(input: {name: "P"}) { project { id } } }')
+    project_id = project["createProject"]["project"]["id"]
+    mongo: AsyncMongoClient = AsyncMongoClient(deployment.mongodb_uri)
+    try:
+        db = mongo[deployment.database]
+        # Long rows, so that the file has chunks stored well before its end.
+        await insert_tasks(db.tasks, project_id, owner.user["id"], 5_000, padding="x" * 400)
+        requested = await owner.execute(EXPORT_TASKS, {"p": project_id, "format": "CSV"})
+        export_id = decode_id(requested["exportTasks"]["export"]["id"], "Export")
+        async with asyncio.timeout(30):
+            while not await db["export_files.chunks"].find_one():
+                await asyncio.sleep(0.01)
+        doomed.signal(signal.SIGKILL)
+        doomed.wait(10)
+        killed = await db.exports.find_one({"_id": export_id})
+        assert killed["status"] == "RUNNING", "the export ended before its worker was killed"
+        assert await db["export_files.chunks"].count_documents({"files_id": killed["writing_file_id"]}) > 0
+
+        deployment.worker(**timeouts)
+        async with asyncio.timeout(60):
+            while (done := await db.exports.find_one({"_id": export_id}))["status"] == "RUNNING":
+                await asyncio.sleep(0.2)
+        assert (done["status"], done["row_count"]) == ("SUCCEEDED", 5_000)
+        assert done["file_id"] not in (None, killed["writing_file_id"])
+        assert await db["export_files.chunks"].distinct("files_id") == [done["file_id"]]  # the partial file is gone
+        assert await db["export_files.files"].distinct("_id") == [done["file_id"]]
+        node = await owner.execute(EXPORT, {"id": requested["exportTasks"]["export"]["id"]})
+        async with httpx.AsyncClient() as http:
+            response = await http.get(node["node"]["downloadUrl"])
+        assert response.status_code == 200
+        assert len(list(csv.DictReader(io.StringIO(response.text, newline="")))) == 5_000
+    finally:
+        await mongo.close()

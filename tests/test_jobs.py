@@ -276,10 +276,12 @@ class Deployment:
     """A server and workers on one database and Redis database, mailing `inbox`."""
 
     def __init__(self, mongodb_uri: str, redis_url: str, data_dir: Path, inbox: Inbox) -> None:
+        self.mongodb_uri = mongodb_uri
+        self.database = f"test_{uuid.uuid4().hex[:12]}"
         self._common = {
             "mongodb_uri": mongodb_uri,
             "redis_url": redis_url,
-            "database": f"test_{uuid.uuid4().hex[:12]}",
+            "database": self.database,
             "data_dir": data_dir,
             "job_timeout_seconds": 3,  # set when a job is queued: the server's setting counts too
         }
@@ -287,13 +289,13 @@ class Deployment:
         self.processes: list[LiveServer | LiveWorker] = []
 
     def server(self, **settings: Any) -> LiveServer:
-        server = LiveServer(**self._common, **settings)
+        server = LiveServer(**{**self._common, **settings})
         server.start()
         self.processes.append(server)
         return server
 
     def worker(self, **settings: Any) -> LiveWorker:
-        worker = LiveWorker(**self._common, **{**self._worker_settings, **settings})
+        worker = LiveWorker(**{**self._common, **self._worker_settings, **settings})
         worker.start()
         self.processes.append(worker)
         return worker

@@ -20,8 +20,8 @@ CHUNK_SIZE = 255 * 1024  # GridFS's default
 
 
 class ExportFileWriter:
-    def __init__(self, db: Database, *, filename: str, metadata: dict[str, Any]) -> None:
-        self.id = ObjectId()
+    def __init__(self, db: Database, *, file_id: ObjectId, filename: str, metadata: dict[str, Any]) -> None:
+        self.id = file_id
         self._files = db.db[f"{EXPORT_FILES_BUCKET}.files"]
         self._chunks = db.db[f"{EXPORT_FILES_BUCKET}.chunks"]
         self._filename = filename

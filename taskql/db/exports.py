@@ -30,7 +30,8 @@ class ExportRecord:
     status: str
     progress: float
     row_count: int
-    file_id: ObjectId | None
+    file_id: ObjectId | None  # the finished file
+    writing_file_id: ObjectId | None  # the file the latest attempt writes (or wrote)
     error: str | None
     created_at: datetime
     finished_at: datetime | None
@@ -48,6 +49,7 @@ class ExportRecord:
             progress=doc.get("progress", 0.0),
             row_count=doc.get("row_count", 0),
             file_id=doc.get("file_id"),
+            writing_file_id=doc.get("writing_file_id"),
             error=doc.get("error"),
             created_at=doc["created_at"],
             finished_at=doc.get("finished_at"),
@@ -85,25 +87,45 @@ async def count_exports(db: Database, *, user_id: ObjectId) -> int:
     return await count(db.exports, match={"user_id": user_id})
 
 
-async def start_export(db: Database, *, export_id: ObjectId) -> ExportRecord | None:
-    """Marks it RUNNING (again, after an attempt that died); None once it has finished."""
+async def start_export(
+    db: Database, *, export_id: ObjectId, file_id: ObjectId
+) -> tuple[ExportRecord, ObjectId | None] | None:
+    """Marks it RUNNING (again, after an attempt that died), writing `file_id` from now on: the export
+    and the file of the attempt before, whose chunks are the caller's to remove; None once finished.
+    An earlier attempt still running (a worker thought dead) can no longer report or finish."""
     doc = await db.exports.find_one_and_update(
         {"_id": export_id, "status": {"$in": [QUEUED, RUNNING]}},
-        {"$set": {"status": RUNNING, "progress": 0.0, "row_count": 0}},
-        return_document=ReturnDocument.AFTER,
+        {"$set": {"status": RUNNING, "progress": 0.0, "row_count": 0, "writing_file_id": file_id}},
+        return_document=ReturnDocument.BEFORE,
     )
-    return ExportRecord.from_doc(doc) if doc else None
+    if doc is None:
+        return None
+    previous_file_id = doc.get("writing_file_id")
+    doc.update(status=RUNNING, progress=0.0, row_count=0, writing_file_id=file_id)
+    return ExportRecord.from_doc(doc), previous_file_id
 
 
-async def report_progress(db: Database, *, export_id: ObjectId, progress: float, rows: int) -> None:
-    await db.exports.update_one({"_id": export_id}, {"$set": {"progress": progress, "row_count": rows}})
+async def report_progress(db: Database, *, export: ExportRecord, progress: float, rows: int) -> None:
+    await db.exports.update_one(
+        {"_id": export.id, "writing_file_id": export.writing_file_id},
+        {"$set": {"progress": progress, "row_count": rows}},
+    )
 
 
-async def finish_export(db: Database, *, export_id: ObjectId, file_id: ObjectId, rows: int, now: datetime) -> bool:
-    """Records the file; False if the export was finished (or deleted) meanwhile."""
+async def finish_export(db: Database, *, export: ExportRecord, rows: int, now: datetime) -> bool:
+    """Records the attempt's file as the export's; False if the export was finished (or deleted) or
+    taken over by a later attempt meanwhile."""
     result = await db.exports.update_one(
-        {"_id": export_id, "status": RUNNING},
-        {"$set": {"status": SUCCEEDED, "file_id": file_id, "row_count": rows, "progress": 1.0, "finished_at": now}},
+        {"_id": export.id, "status": RUNNING, "writing_file_id": export.writing_file_id},
+        {
+            "$set": {
+                "status": SUCCEEDED,
+                "file_id": export.writing_file_id,
+                "row_count": rows,
+                "progress": 1.0,
+                "finished_at": now,
+            }
+        },
     )
     return result.modified_count == 1
 
@@ -133,12 +155,13 @@ async def expired_exports(db: Database, *, now: datetime, limit: int) -> list[Ex
 
 
 async def delete_export(db: Database, *, export: ExportRecord) -> None:
-    if export.file_id is not None:
-        await delete_file(db, file_id=export.file_id)
+    for file_id in {export.file_id, export.writing_file_id} - {None}:  # the same file, once finished
+        await delete_file(db, file_id=file_id)
     await db.exports.delete_one({"_id": export.id})
 
 
 async def delete_file(db: Database, *, file_id: ObjectId) -> None:
+    """Its files document and its chunks, also those of a file never completed (a worker killed mid-file)."""
     try:
         await db.files.delete(file_id)
     except NoFile:

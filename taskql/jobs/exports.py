@@ -1,8 +1,9 @@
 """The export job: a project's tasks, streamed through one cursor into a CSV or JSON file in GridFS.
 
-Memory holds one batch of tasks, however large the project. The file is written anew by each
-attempt (a failed attempt removes what it wrote; the chunks of a worker killed mid-file stay, as
-GridFS chunks without a file); the export records its file only once complete. The requester is notified (EXPORT_READY).
+Memory holds one batch of tasks, however large the project. Each attempt writes a file of its own
+and removes the previous attempt's (a worker killed mid-file leaves chunks without a file); only the
+latest attempt can report progress or record its file as the export's, once complete. The requester
+is notified (EXPORT_READY).
 """
 
 from __future__ import annotations
@@ -88,12 +89,17 @@ def file_format(name: str) -> CsvFile | JsonFile:
 async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> str:
     jobs = job_context(ctx)
     db = jobs.db
-    export = await exports_db.start_export(db, export_id=ObjectId(export_id))
-    if export is None:
+    file_id = ObjectId()
+    started = await exports_db.start_export(db, export_id=ObjectId(export_id), file_id=file_id)
+    if started is None:
         return "finished before"
+    export, previous_file_id = started
+    if previous_file_id is not None:  # of an attempt that died mid-file (or runs on, unable to finish)
+        await exports_db.delete_file(db, file_id=previous_file_id)
     output = file_format(export.format)
     upload = ExportFileWriter(
         db,
+        file_id=file_id,
         filename=f"tasks-{export.id}.{output.extension}",
         metadata={"export_id": export.id, "media_type": output.media_type},
     )
@@ -108,7 +114,7 @@ async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> st
             if len(batch) == BATCH:
                 await upload.write(output.rows(batch))
                 batch.clear()
-                await exports_db.report_progress(db, export_id=export.id, progress=rows / max(total, rows), rows=rows)
+                await exports_db.report_progress(db, export=export, progress=rows / max(total, rows), rows=rows)
         await upload.write(output.rows(batch) + output.end())
         await upload.close()
     except Exception as exc:
@@ -117,8 +123,8 @@ async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> st
         if not job.retryable:  # the last attempt: the export failed, visibly
             await exports_db.fail_export(db, export_id=export.id, error=f"{type(exc).__name__}: {exc}", now=utcnow())
         raise
-    if not await exports_db.finish_export(db, export_id=export.id, file_id=upload.id, rows=rows, now=utcnow()):
-        await exports_db.delete_file(db, file_id=upload.id)
+    if not await exports_db.finish_export(db, export=export, rows=rows, now=utcnow()):
+        await exports_db.delete_file(db, file_id=file_id)
         return "finished meanwhile"
     notice = notify_request("EXPORT_READY", user_id=export.user_id, project_id=export.project_id)
     await jobs.queue.enqueue(notice, cause=f"EXPORT_READY:{export.id}")
