@@ -184,12 +184,13 @@ def new_delivery(
     }
 
 
-async def oldest_pending(db: Database, *, webhook_id: ObjectId) -> DeliveryRecord | None:
-    """The delivery that goes next: the webhook's deliveries go out one at a time, in order."""
-    doc = await db.webhook_deliveries.find_one(
-        {"webhook_id": webhook_id, "status": PENDING}, sort=[("created_at", 1), ("_id", 1)]
+async def pending_deliveries(db: Database, *, webhook_id: ObjectId, limit: int) -> list[DeliveryRecord]:
+    """The deliveries that go next, in order: the webhook's deliveries go out one at a time, oldest
+    first. Read a batch at once: SecantusDB sorts all of a webhook's pending deliveries per query."""
+    cursor = db.webhook_deliveries.find({"webhook_id": webhook_id, "status": PENDING}).sort(
+        [("created_at", 1), ("_id", 1)]
     )
-    return DeliveryRecord.from_doc(doc) if doc else None
+    return [DeliveryRecord.from_doc(doc) async for doc in cursor.limit(limit)]
 
 
 async def start_attempt(db: Database, *, delivery: DeliveryRecord, lease_until: datetime) -> bool:

@@ -140,29 +140,40 @@ async def _drain(jobs: JobContext, connections: _Connections, webhook_id: str) -
     deadline = time.monotonic() + settings.job_timeout_seconds / 2
     posted = 0
     while posted < DRAIN_BATCH and time.monotonic() < deadline:
-        webhook = await webhooks_db.find_webhook(db, webhook_id=ObjectId(webhook_id))
-        if webhook is None or not webhook.active:
-            return f"{posted} posted; the webhook is deleted or disabled"
-        delivery = await webhooks_db.oldest_pending(db, webhook_id=webhook.id)
-        if delivery is None:
+        pending = await webhooks_db.pending_deliveries(db, webhook_id=ObjectId(webhook_id), limit=DRAIN_BATCH - posted)
+        if not pending:
             return f"{posted} posted"
-        now = utcnow()
-        if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
-            await _drain_again(jobs, delivery, delivery.next_attempt_at)
-            return f"{posted} posted; the next is due at {delivery.next_attempt_at:%H:%M:%S}"
-        # The lease: a worker that dies mid-request leaves the delivery to be tried again after it.
-        lease = now + timedelta(seconds=settings.webhook_timeout_seconds + settings.job_timeout_seconds)
-        if not await webhooks_db.start_attempt(db, delivery=delivery, lease_until=lease):
-            return f"{posted} posted; another drain is posting"
-        attempts = delivery.attempts + 1
-        answer = await _post(jobs, await connections.to(webhook.url), webhook, delivery)
-        if not await _settle(jobs, webhook, delivery, attempts, answer):
-            return f"{posted} posted; waiting to try again"
-        posted += 1
-    following = await webhooks_db.oldest_pending(db, webhook_id=ObjectId(webhook_id))
-    if following is not None:  # making room for other jobs
-        await _drain_again(jobs, following, max(following.next_attempt_at or utcnow(), utcnow()))
+        for delivery in pending:
+            if time.monotonic() >= deadline:
+                break
+            stopped = await _deliver(jobs, connections, delivery)
+            if stopped is not None:
+                return f"{posted} posted; {stopped}"
+            posted += 1
+    following = await webhooks_db.pending_deliveries(db, webhook_id=ObjectId(webhook_id), limit=1)
+    if following:  # making room for other jobs
+        await _drain_again(jobs, following[0], max(following[0].next_attempt_at or utcnow(), utcnow()))
     return f"{posted} posted; more to come"
+
+
+async def _deliver(jobs: JobContext, connections: _Connections, delivery: DeliveryRecord) -> str | None:
+    """Posts the delivery and records the outcome; why the drain stops here, or None to go on."""
+    db, settings = jobs.db, jobs.settings
+    webhook = await webhooks_db.find_webhook(db, webhook_id=delivery.webhook_id)  # deleted, disabled, a new URL?
+    if webhook is None or not webhook.active:
+        return "the webhook is deleted or disabled"
+    now = utcnow()
+    if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+        await _drain_again(jobs, delivery, delivery.next_attempt_at)
+        return f"the next is due at {delivery.next_attempt_at:%H:%M:%S}"
+    # The lease: a worker that dies mid-request leaves the delivery to be tried again after it.
+    lease = now + timedelta(seconds=settings.webhook_timeout_seconds + settings.job_timeout_seconds)
+    if not await webhooks_db.start_attempt(db, delivery=delivery, lease_until=lease):
+        return "another drain is posting"  # or the delivery changed since it was read: the next drain sees it
+    answer = await _post(jobs, await connections.to(webhook.url), webhook, delivery)
+    if not await _settle(jobs, webhook, delivery, delivery.attempts + 1, answer):
+        return "waiting to try again"
+    return None
 
 
 async def _settle(
