@@ -193,6 +193,22 @@ async def pending_deliveries(db: Database, *, webhook_id: ObjectId, limit: int) 
     return [DeliveryRecord.from_doc(doc) async for doc in cursor.limit(limit)]
 
 
+async def older_pending_exists(db: Database, *, delivery: DeliveryRecord) -> bool:
+    """Whether a delivery of the webhook that goes before this one is pending: another write's, which
+    committed after the batch it is in was read. (An index range that usually holds nothing, cheap
+    even where sorting the backlog is not; a tie in created_at may answer True needlessly.)"""
+    doc = await db.webhook_deliveries.find_one(
+        {
+            "webhook_id": delivery.webhook_id,
+            "status": PENDING,
+            "created_at": {"$lte": delivery.created_at},
+            "_id": {"$ne": delivery.id},
+        },
+        projection={"_id": 1},
+    )
+    return doc is not None
+
+
 async def start_attempt(db: Database, *, delivery: DeliveryRecord, lease_until: datetime) -> bool:
     """Counts an attempt before it is made (a worker that dies mid-request has used it), pushing its
     next try past the lease; False if another worker started one meanwhile."""

@@ -8,12 +8,14 @@ is notified (EXPORT_READY).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from typing import Any
 
 import orjson
 from bson import ObjectId
+from redis.exceptions import RedisError
 
 from taskql.clock import utcnow
 from taskql.db import exports as exports_db
@@ -87,7 +89,7 @@ def file_format(name: str) -> CsvFile | JsonFile:
 
 
 async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> str:
-    jobs = job_context(ctx)
+    jobs, job = job_context(ctx), ctx["job"]
     db = jobs.db
     file_id = ObjectId()
     started = await exports_db.start_export(db, export_id=ObjectId(export_id), file_id=file_id)
@@ -115,11 +117,12 @@ async def export_tasks(ctx: dict[str, Any], *, cause: str, export_id: str) -> st
                 await upload.write(output.rows(batch))
                 batch.clear()
                 await exports_db.report_progress(db, export=export, progress=rows / max(total, rows), rows=rows)
+                with contextlib.suppress(RedisError):  # a heartbeat missed: at worst a second attempt takes over
+                    await job.update()  # keeps it running past JOB_TIMEOUT_SECONDS (jobs/queue.py)
         await upload.write(output.rows(batch) + output.end())
         await upload.close()
     except Exception as exc:
         await upload.abort()  # its chunks so far
-        job = ctx["job"]
         if not job.retryable:  # the last attempt: the export failed, visibly
             await exports_db.fail_export(db, export_id=export.id, error=f"{type(exc).__name__}: {exc}", now=utcnow())
         raise

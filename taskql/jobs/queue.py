@@ -14,6 +14,7 @@ from saq import Job
 from saq.queue.redis import RedisQueue
 
 from taskql.db.outbox import JobRequest
+from taskql.services.follow_ups import EXPORT_TASKS
 from taskql.settings import Settings
 
 MAX_RETRY_DELAY_SECONDS = 3600
@@ -21,6 +22,10 @@ FINISHED_JOB_TTL_SECONDS = 86_400  # a finished job's record stays this long in 
 DEQUEUE_TIMEOUT_SECONDS = 1.0  # an idle worker notices a shutdown within this long
 REDIS_RETRY_SECONDS = 1.0  # between a worker's tries of an unreachable Redis
 TRACE_CONTEXT = "trace"  # in job.meta: the W3C trace context of the request that queued it
+# Jobs whose work grows with the data (an export of a big project): they send a heartbeat (saq's
+# job.update()) as they go, and run as long as they keep it up.
+HEARTBEAT_JOBS = frozenset({EXPORT_TASKS})
+LONG_JOB_TIMEOUT_SECONDS = 6 * 3600
 
 
 async def _carry_trace_context(job: Job) -> None:
@@ -69,15 +74,19 @@ class JobQueue:
         except RedisError:  # Redis is away: its pub/sub cannot be told goodbye; the connections close all the same
             await self.saq.redis.aclose()
 
-    def job(self, function: str, *, key: str, kwargs: dict[str, Any], timeout: int | None = None) -> Job:
+    def job(self, function: str, *, key: str, kwargs: dict[str, Any]) -> Job:
         """A job with the retry policy of the settings: JOB_MAX_ATTEMPTS attempts, the delays doubling
-        from JOB_RETRY_DELAY_SECONDS with jitter (saq's exponential backoff), up to an hour."""
+        from JOB_RETRY_DELAY_SECONDS with jitter (saq's exponential backoff), up to an hour. An attempt
+        past JOB_TIMEOUT_SECONDS is cut, except for HEARTBEAT_JOBS: theirs are cut once their heartbeat
+        is that old (their worker died), or at LONG_JOB_TIMEOUT_SECONDS."""
         settings = self._settings
+        beats = function in HEARTBEAT_JOBS
         return Job(
             function=function,
             kwargs=kwargs,
             key=key,
-            timeout=timeout or settings.job_timeout_seconds,
+            timeout=LONG_JOB_TIMEOUT_SECONDS if beats else settings.job_timeout_seconds,
+            heartbeat=settings.job_timeout_seconds if beats else 0,
             retries=settings.job_max_attempts,
             retry_delay=settings.job_retry_delay_seconds,
             retry_backoff=MAX_RETRY_DELAY_SECONDS,

@@ -143,9 +143,11 @@ async def _drain(jobs: JobContext, connections: _Connections, webhook_id: str) -
         pending = await webhooks_db.pending_deliveries(db, webhook_id=ObjectId(webhook_id), limit=DRAIN_BATCH - posted)
         if not pending:
             return f"{posted} posted"
-        for delivery in pending:
+        for number, delivery in enumerate(pending):
             if time.monotonic() >= deadline:
                 break
+            if number and await webhooks_db.older_pending_exists(db, delivery=delivery):
+                break  # a delivery that committed since the batch was read goes first: read it again
             stopped = await _deliver(jobs, connections, delivery)
             if stopped is not None:
                 return f"{posted} posted; {stopped}"
