@@ -194,16 +194,11 @@ async def pending_deliveries(db: Database, *, webhook_id: ObjectId, limit: int) 
 
 
 async def older_pending_exists(db: Database, *, delivery: DeliveryRecord) -> bool:
-    """Whether a delivery of the webhook that goes before this one is pending: another write's, which
-    committed after the batch it is in was read. (An index range that usually holds nothing, cheap
-    even where sorting the backlog is not; a tie in created_at may answer True needlessly.)"""
+    """Whether a delivery of the webhook older than this one is pending: another write's, committed
+    after the batch it is in was read. An index range that usually holds nothing: cheap even where
+    sorting the backlog is not (`$lt` alone: with an `$ne` on _id beside it SecantusDB scans them all)."""
     doc = await db.webhook_deliveries.find_one(
-        {
-            "webhook_id": delivery.webhook_id,
-            "status": PENDING,
-            "created_at": {"$lte": delivery.created_at},
-            "_id": {"$ne": delivery.id},
-        },
+        {"webhook_id": delivery.webhook_id, "status": PENDING, "created_at": {"$lt": delivery.created_at}},
         projection={"_id": 1},
     )
     return doc is not None
