@@ -8,6 +8,7 @@ import csv
 import io
 import signal
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError
 
 from taskql.auth.export_links import link_token
 from taskql.clock import utcnow
+from taskql.embedded import embedded_services
 from taskql.public_ids import global_id
 from taskql.schema.relay import decode_id
 from taskql.services.common import Runtime
@@ -50,9 +52,12 @@ TASKS = 20_000
 
 
 @pytest.fixture
-def settings(settings: Settings, inbox: Inbox) -> Settings:
-    # Shorter than the export of 20,000 tasks: it goes on as long as its heartbeat does.
-    return with_jobs(settings, inbox, job_timeout_seconds=3)
+def settings(settings: Settings, inbox: Inbox) -> Iterator[Settings]:
+    # A database server of its own, a child process as `make run` starts it: the suite's shared one
+    # runs inside pytest, and twenty thousand tasks stalled it past the driver's timeouts in CI.
+    # The job timeout is shorter than the export of 20,000 tasks: it goes on as long as its heartbeat.
+    with embedded_services(with_jobs(settings, inbox, job_timeout_seconds=3, mongodb_uri=None)) as services:
+        yield services
 
 
 async def export(client: GraphQLClient, project_id: str, file_format: str, **task_filter: Any) -> dict[str, Any]:
