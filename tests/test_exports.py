@@ -110,9 +110,8 @@ async def insert_tasks(
 
 
 async def insert_batch(tasks: AsyncCollection, docs: list[dict[str, Any]]) -> None:
-    """Sends the batch again while the answer is lost: the test database server, shared by the whole
-    suite, has been seen to stall past the driver's 10 s socket timeout on a loaded CI machine (its
-    cron jobs timed out at the same moment). What an earlier try stored is refused as a duplicate."""
+    """Sends the batch again while the answer is lost (a database server stalled past the driver's
+    10 s socket timeout on a loaded CI machine): what an earlier try stored is refused as a duplicate."""
     for attempt in range(1, 6):
         try:
             await tasks.insert_many(docs, ordered=False)
