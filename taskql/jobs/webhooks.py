@@ -131,16 +131,16 @@ class _Connections:
 
 async def deliver_webhook(ctx: dict[str, Any], *, cause: str, webhook_id: str) -> str:
     async with contextlib.aclosing(_Connections()) as connections:
-        return await _drain(job_context(ctx), connections, webhook_id)
+        return await _drain(job_context(ctx), connections, ObjectId(webhook_id))
 
 
-async def _drain(jobs: JobContext, connections: _Connections, webhook_id: str) -> str:
+async def _drain(jobs: JobContext, connections: _Connections, webhook_id: ObjectId) -> str:
     db, settings = jobs.db, jobs.settings
     # Well within the job's timeout, which would cancel it mid-request: the rest in a drain of its own.
     deadline = time.monotonic() + settings.job_timeout_seconds / 2
     posted = 0
     while posted < DRAIN_BATCH and time.monotonic() < deadline:
-        pending = await webhooks_db.pending_deliveries(db, webhook_id=ObjectId(webhook_id), limit=DRAIN_BATCH - posted)
+        pending = await webhooks_db.pending_deliveries(db, webhook_id=webhook_id, limit=DRAIN_BATCH - posted)
         if not pending:
             return f"{posted} posted"
         for number, delivery in enumerate(pending):
@@ -152,7 +152,7 @@ async def _drain(jobs: JobContext, connections: _Connections, webhook_id: str) -
             if stopped is not None:
                 return f"{posted} posted; {stopped}"
             posted += 1
-    following = await webhooks_db.pending_deliveries(db, webhook_id=ObjectId(webhook_id), limit=1)
+    following = await webhooks_db.pending_deliveries(db, webhook_id=webhook_id, limit=1)
     if following:  # making room for other jobs
         await _drain_again(jobs, following[0], max(following[0].next_attempt_at or utcnow(), utcnow()))
     return f"{posted} posted; more to come"
